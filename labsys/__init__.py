@@ -1,0 +1,142 @@
+"""labsys: lab information and release system for HUC-MSC cell-therapy lots."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request, session
+from flask_login import current_user
+
+__version__ = "0.1.0"
+
+# Feature packages in flow order; each has ``init_app(app)`` registering its blueprints,
+# menus, dashboard panels, CLI commands and demo data.
+FEATURES = [
+    "labsys.audit",
+    "labsys.auth",
+    "labsys.main",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def create_app(config: dict[str, Any] | object | None = None) -> Flask:
+    """Application factory. ``config`` is a mapping or object of settings overriding Config."""
+    app = Flask(__name__, template_folder="../templates", static_folder="../static",
+                instance_path=str(_instance_path()))
+    configure(app, config)
+    register_extensions(app)
+    register_features(app)
+    register_template_helpers(app)
+    register_security_headers(app)
+    from labsys.errors import register_errorhandlers
+
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def _instance_path() -> Path:
+    from labsys.config import INSTANCE_DIR
+
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    return INSTANCE_DIR
+
+
+def configure(app: Flask, config: dict[str, Any] | object | None) -> None:
+    from labsys.config import Config
+
+    app.config.from_object(Config)
+    if isinstance(config, dict):
+        app.config.update(config)
+    elif config is not None:
+        app.config.from_object(config)
+    # Every feature keeps its own catalog next to its code: labsys/<feature>/translations.
+    directories = sorted(str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.glob("**/translations") if p.is_dir())
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", ";".join(directories) or "translations")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = app.config["SQLALCHEMY_DATABASE_URI"].replace(
+            "postgresql://", "postgresql+psycopg://", 1)
+
+
+def select_locale() -> str:
+    """The signed-in user's language, else the one picked on the sign-in page, else the browser's."""
+    from flask import current_app
+
+    choices = current_app.config["LANGUAGES"]
+    if current_user and current_user.is_authenticated and current_user.locale in choices:
+        return current_user.locale
+    if session.get("locale") in choices:
+        return session["locale"]
+    best = request.accept_languages.best_match(["en", "zh", "zh-CN", "zh-Hans"])
+    return "zh_CN" if best and best.startswith("zh") else "en"
+
+
+def register_extensions(app: Flask) -> None:
+    from labsys.extensions import babel, csrf, db, limiter, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PACKAGE_DIR.parent / "migrations"), render_as_batch=True,
+                     compare_type=True, render_item=_render_migration_type)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=lambda: app.config["LAB_TIMEZONE"])
+
+
+def _render_migration_type(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Migrations spell UTC timestamps as plain ``sa.DateTime(timezone=True)``."""
+    from labsys.db import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def register_features(app: Flask) -> None:
+    for name in FEATURES:
+        importlib.import_module(name).init_app(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from labsys.navigation import nav_for
+    from labsys.timefmt import format_datetime
+
+    app.jinja_env.filters["labtime"] = format_datetime
+    app.jinja_env.add_extension("jinja2.ext.do")
+
+    @app.context_processor
+    def inject_navigation() -> dict[str, Any]:
+        from flask_babel import get_locale
+
+        items = nav_for(app, current_user.role_set) if current_user.is_authenticated else []
+        return {"nav_items": items, "languages": app.config["LANGUAGES"],
+                "current_locale": str(get_locale()), "labsys_version": __version__}
+
+
+def register_security_headers(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy",
+                           "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                           "script-src 'self'; object-src 'none'; base-uri 'self'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Permissions-Policy", "geolocation=(), microphone=(), camera=(self)")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if request.is_secure or app.config["SESSION_COOKIE_SECURE"]:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if current_user and getattr(current_user, "is_authenticated", False):
+            headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def register_commands(app: Flask) -> None:
+    from labsys.cli import demo_data_command, users_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(demo_data_command)

@@ -1,0 +1,77 @@
+"""The QA audit-trail page: filters and CSV export."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from flask import Blueprint, Response, current_app, render_template, request
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import select
+
+from labsys.audit.models import AuditEntry
+from labsys.audit.services import Actor, record_event, unit_of_work
+from labsys.auth.roles import Role, allow
+from labsys.extensions import db
+from labsys.timefmt import lab_day_bounds
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+
+def _filtered_query():
+    query = select(AuditEntry)
+    filters = {k: request.args.get(k, "").strip() for k in ("entity", "entity_id", "user", "action", "from", "to")}
+    errors = []
+    if filters["entity"]:
+        query = query.where(AuditEntry.entity_type == filters["entity"])
+    if filters["entity_id"]:
+        query = query.where(AuditEntry.entity_id == filters["entity_id"])
+    if filters["user"]:
+        query = query.where(AuditEntry.actor_name.ilike(f"%{filters['user']}%"))
+    if filters["action"]:
+        query = query.where(AuditEntry.action.ilike(f"{filters['action']}%"))
+    for key in ("from", "to"):
+        if filters[key]:
+            try:
+                day = dt.date.fromisoformat(filters[key])
+            except ValueError:
+                errors.append(_("Dates are written YYYY-MM-DD."))
+                continue
+            start, end = lab_day_bounds(day)
+            query = query.where(AuditEntry.recorded_at >= start if key == "from" else AuditEntry.recorded_at < end)
+    return query, filters, errors
+
+
+@bp.route("/")
+@allow(Role.QA, Role.ADMIN)
+def trail():
+    query, filters, errors = _filtered_query()
+    page = db.paginate(query.order_by(AuditEntry.seq.desc()),
+                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=True)
+    entity_types = db.session.scalars(select(AuditEntry.entity_type).distinct().order_by(AuditEntry.entity_type)).all()
+    return render_template("audit/trail.html", page=page, filters=filters, errors=errors,
+                           entity_types=entity_types)
+
+
+@bp.route("/export.csv")
+@allow(Role.QA, Role.ADMIN)
+def export_csv():
+    query, filters, errors = _filtered_query()
+    rows = db.session.execute(query.order_by(AuditEntry.seq)).scalars()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["seq", "recorded_at_utc", "user_id", "actor", "action", "entity_type", "entity_id",
+                     "old_values", "new_values", "reason", "prev_hash", "hash"])
+    count = 0
+    for entry in rows:
+        count += 1
+        writer.writerow([entry.seq, entry.recorded_at.isoformat(), entry.user_id, entry.actor_name,
+                         entry.action, entry.entity_type, entry.entity_id, entry.old_values,
+                         entry.new_values, entry.reason, entry.prev_hash, entry.hash])
+    actor = Actor(current_user.id, f"{current_user.full_name} ({current_user.username})")
+    with unit_of_work(actor, "audit.export"):
+        record_event(actor, "audit.export", "audit_entries", None,
+                     {"filters": {k: v for k, v in filters.items() if v}, "rows": count})
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=labsys-audit-trail.csv"})

@@ -1,0 +1,74 @@
+"""Users, roles, sign-in, sessions and e-signatures."""
+from __future__ import annotations
+
+from flask import Flask, abort, flash, g, jsonify, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+
+from labsys.auth.roles import AUTHENTICATED, PUBLIC, access_of, roles_may
+from labsys.extensions import login_manager
+
+# Endpoints a user who must change their password may still use.
+_PASSWORD_GATE_OPEN = {"auth.change_password", "auth.logout", "auth.set_language", "static",
+                       "main.healthz"}
+
+
+def init_app(app: Flask) -> None:
+    from labsys.auth import admin_views, services, views
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = _l("Please sign in to continue.")
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_user(token: str):
+        return services.load_session_user(token)
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify({"error": "Unauthorized", "message": _("Sign in or send an API token."),
+                            "reasons": []}), 401
+        flash(_("Please sign in to continue. Sessions end after %(m)d idle minutes.",
+                m=app.config["IDLE_TIMEOUT_MINUTES"]), "info")
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    @app.before_request
+    def enforce_access():
+        """Deny by default: a route must declare who may use it (labsys.auth.roles)."""
+        if request.endpoint is None:
+            return None  # unknown URL: the 404 handler answers
+        view = app.view_functions.get(request.endpoint)
+        access = access_of(view)
+        if request.endpoint == "static":
+            return None
+        if access is None:
+            app.logger.error("route %s declares no access; refused", request.endpoint)
+            abort(403)
+        if access == PUBLIC:
+            return None
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        if current_user.must_change_password and request.endpoint not in _PASSWORD_GATE_OPEN:
+            if request.path.startswith("/api/"):
+                abort(403)
+            flash(_("Choose your own password before you continue."), "info")
+            return redirect(url_for("auth.change_password"))
+        if access != AUTHENTICATED and not roles_may(access, current_user.role_set):
+            abort(403)
+        g.user = current_user
+        return None
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(admin_views.bp)
+    from labsys.auth.roles import Role
+    from labsys.navigation import add_nav
+
+    add_nav(app, _l("Users"), "admin.users", [Role.ADMIN], order=950)
+
+    from labsys.auth.forms import MEANING_LABELS
+    from labsys.auth.models import SignatureMeaning
+
+    app.jinja_env.globals["meaning_label"] = lambda m: MEANING_LABELS[SignatureMeaning(m)]

@@ -1,0 +1,114 @@
+"""One exception hierarchy whose classes carry their HTTP status, and one set of handlers that
+roll back and answer HTML or JSON depending on the request."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+
+class LabsysError(Exception):
+    """Base of every error labsys raises on purpose. ``reasons`` lists every failed rule."""
+
+    status_code = 400
+
+    def __init__(self, message: str, reasons: Iterable[str] | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.reasons = list(reasons or [])
+        self.field = field
+
+    def to_dict(self) -> dict:
+        return {"error": type(self).__name__, "message": self.message, "reasons": self.reasons}
+
+
+class RuleViolation(LabsysError):
+    status_code = 422
+
+
+class InvalidTransition(RuleViolation):
+    status_code = 409
+
+
+class ConcurrentChange(LabsysError):
+    status_code = 409
+
+
+class NotFound(LabsysError):
+    status_code = 404
+
+
+class Forbidden(LabsysError):
+    status_code = 403
+
+
+class SignatureRefused(Forbidden):
+    """Re-authentication at signing failed (21 CFR 11.200)."""
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def _rollback() -> None:
+    from labsys.extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # the session may already be unusable; the request ends anyway
+        pass
+
+
+def register_errorhandlers(app: Flask) -> None:
+    def render(status: int, title: str, message: str, reasons: list[str] | None = None,
+               error: str = "Error"):
+        _rollback()
+        if wants_json():
+            return jsonify({"error": error, "message": message, "reasons": reasons or []}), status
+        template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/generic.html"
+        return render_template(template, status=status, title=title, message=message,
+                               reasons=reasons or []), status
+
+    @app.errorhandler(LabsysError)
+    def handle_labsys_error(error: LabsysError):
+        return render(error.status_code, _("Refused"), error.message, error.reasons,
+                      type(error).__name__)
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(error: CSRFError):
+        return render(400, _("Form expired"),
+                      _("The form's security token is missing or expired. Reload the page and try again."),
+                      error="CSRFError")
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        status = error.code or 500
+        titles = {
+            401: _("Sign-in required"),
+            403: _("Not allowed"),
+            404: _("Page not found"),
+            405: _("Method not allowed"),
+            413: _("File too large"),
+            429: _("Too many attempts"),
+        }
+        messages = {
+            403: _("Your role does not allow this action."),
+            404: _("There is nothing at this address."),
+            413: _("The upload is larger than the configured limit."),
+            429: _("Too many attempts. Wait a minute and try again."),
+        }
+        return render(status, titles.get(status, error.name),
+                      messages.get(status, error.description or error.name), error=error.name)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        app.logger.exception("unhandled error")
+        return render(500, _("Something went wrong"),
+                      _("The error was logged; nothing was saved. Try again or call support."),
+                      error="InternalServerError")

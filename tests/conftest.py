@@ -1,0 +1,150 @@
+"""Test harness: every database test runs on SQLite and, when LABSYS_TEST_DATABASE_URL is set,
+on PostgreSQL too. Each test gets a fresh, empty database (append-only tables cannot be
+truncated, by design): a copied SQLite file, or a new PostgreSQL schema dropped afterwards."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from labsys import create_app
+from labsys.config import TestConfig
+from labsys.extensions import db as _db
+
+POSTGRES_URL = os.environ.get("LABSYS_TEST_DATABASE_URL")
+ENGINES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+DEMO_PASSWORD = "demo-password-for-tests"
+
+
+def _psycopg_url(url: str) -> str:
+    return re.sub(r"^postgresql(\+psycopg)?://", "postgresql+psycopg://", url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """An SQLite database with the schema, built once and copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "labsys.db"
+    app = create_app(_config(f"sqlite:///{path}"))
+    with app.app_context():
+        _db.create_all()
+        _db.engine.dispose()
+    return path
+
+
+def _config(url: str, **extra) -> dict:
+    config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
+    config.update(SQLALCHEMY_DATABASE_URI=url, DEMO_PASSWORD=DEMO_PASSWORD, **extra)
+    return config
+
+
+def make_app(engine: str, tmp_path: Path, sqlite_template: Path, **extra):
+    """Build an app on a fresh database; returns (app, cleanup)."""
+    if engine == "sqlite":
+        path = tmp_path / "labsys.db"
+        shutil.copy(sqlite_template, path)
+        app = create_app(_config(f"sqlite:///{path}", **extra))
+        return app, lambda: None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin_engine = create_engine(_psycopg_url(POSTGRES_URL))
+    with admin_engine.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    app = create_app(_config(_psycopg_url(POSTGRES_URL), SQLALCHEMY_ENGINE_OPTIONS={
+        "connect_args": {"options": f"-csearch_path={schema}"}, "pool_pre_ping": True}, **extra))
+    with app.app_context():
+        _db.create_all()
+
+    def cleanup():
+        with app.app_context():
+            _db.session.remove()
+            _db.engine.dispose()
+        with admin_engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin_engine.dispose()
+
+    return app, cleanup
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def app(engine_name, tmp_path, sqlite_template):
+    app, cleanup = make_app(engine_name, tmp_path, sqlite_template)
+    with app.app_context():
+        yield app
+        _db.session.remove()
+    cleanup()
+
+
+@pytest.fixture
+def db(app):
+    return _db
+
+
+@pytest.fixture
+def demo_users(app):
+    """The demo users (technician, technician2, qa, qa2, pharmacist, pharmacist2, investigator,
+    admin), all with DEMO_PASSWORD; returns {username: User}."""
+    from labsys.auth.services import find_user
+    from labsys.cli import DEMO_USERS, ensure_demo_users
+
+    ensure_demo_users()
+    return {username: find_user(username) for username, _, _ in DEMO_USERS}
+
+
+def csrf_token_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html) or \
+        re.search(r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+class LabClient:
+    """A test client that fetches a real CSRF token before each form post, like a browser."""
+
+    def __init__(self, app):
+        self.app = app
+        self.http = app.test_client()
+
+    def get(self, url, **kwargs):
+        return self.http.get(url, **kwargs)
+
+    def token(self, url: str = "/login") -> str:
+        return csrf_token_from(self.http.get(url).get_data(as_text=True))
+
+    def post_form(self, url: str, data: dict | None = None, token_from: str | None = None, **kwargs):
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.token(token_from or url))
+        return self.http.post(url, data=data, **kwargs)
+
+    def login(self, username: str, password: str = DEMO_PASSWORD):
+        response = self.post_form("/login", {"username": username, "password": password})
+        return response
+
+    def logout(self):
+        return self.post_form("/logout", token_from="/")
+
+
+@pytest.fixture
+def client(app):
+    return LabClient(app)
+
+
+@pytest.fixture
+def login_as(app, demo_users):
+    """login_as("qa") -> a LabClient signed in as that demo user."""
+
+    def _login(username: str) -> LabClient:
+        client = LabClient(app)
+        response = client.login(username)
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        return client
+
+    return _login

@@ -1,0 +1,3 @@
+from labsys import create_app
+
+app = create_app()
