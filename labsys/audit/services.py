@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sqlalchemy import event, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapper, Session
 
 from labsys.audit.models import GENESIS_HASH, AuditEntry
 from labsys.db import canonical_json, lock_audit_chain, utcnow, write_transaction
@@ -52,6 +52,20 @@ class Audited:
 
     __audit_exclude__: tuple[str, ...] = ()
     __audit_mask__: tuple[str, ...] = ()
+
+
+def _keep_old_value(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
+    return value
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _load_old_values_of_regulated_records(mapper: Mapper, class_: type) -> None:
+    """Setting an attribute of a regulated record loads its old value first (active history),
+    so the audit entry always has the true old value, even for expired objects."""
+    if issubclass(class_, Audited):
+        for column_attr in mapper.column_attrs:
+            event.listen(getattr(class_, column_attr.key), "set", _keep_old_value,
+                         active_history=True, retval=True)
 
 
 def snapshot(obj: Any) -> dict[str, Any]:
