@@ -51,7 +51,7 @@ def init_app(app: Flask) -> None:
             return None
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
-        if current_user.must_change_password and request.endpoint not in _PASSWORD_GATE_OPEN:
+        if services.password_change_due(current_user) and request.endpoint not in _PASSWORD_GATE_OPEN:
             if request.path.startswith("/api/"):
                 abort(403)
             flash(_("Choose your own password before you continue."), "info")

@@ -177,6 +177,16 @@ def change_password(user: User, current_password: str, new_password: str) -> Non
         user.password_changed_at = utcnow()
 
 
+def password_change_due(user: User) -> bool:
+    """A one-time password, or (when LABSYS_PASSWORD_MAX_AGE_DAYS is set) an old password."""
+    if user.must_change_password:
+        return True
+    max_age = current_app.config["PASSWORD_MAX_AGE_DAYS"]
+    if max_age and user.password_changed_at is not None:
+        return utcnow() - user.password_changed_at > dt.timedelta(days=max_age)
+    return False
+
+
 def set_locale(user: User, locale: str) -> None:
     if locale not in current_app.config["LANGUAGES"]:
         raise RuleViolation(_("Unknown language."))
