@@ -2,6 +2,8 @@
 type, engine hardening for SQLite, and the lock that serializes audit-chain writes."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import json
 from decimal import Decimal
@@ -79,8 +81,8 @@ def canonical_json(value: Any) -> str:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-    """SQLite: foreign keys on, WAL, a busy timeout, and manual transaction control so that every
-    transaction starts with BEGIN IMMEDIATE (one writer at a time, no lock-upgrade deadlocks)."""
+    """SQLite: foreign keys on, WAL, a busy timeout, and manual transaction control so that a
+    writing transaction starts with BEGIN IMMEDIATE (see ``write_transaction``)."""
     module = type(dbapi_connection).__module__
     if not module.startswith("sqlite3"):
         return
@@ -96,10 +98,28 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("labsys_writing", default=False)
+
+
 @event.listens_for(Engine, "begin")
 def _sqlite_on_begin(connection: Any) -> None:
     if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _writing.get() else "BEGIN")
+
+
+@contextlib.contextmanager
+def write_transaction(session: Any):
+    """Start a fresh transaction meant to write. Any read transaction the session had open is
+    ended first (its objects are reloaded on access, so they are read under the write lock).
+    On SQLite the new transaction is BEGIN IMMEDIATE: writers queue instead of failing on a
+    stale snapshot; readers (WAL) are never blocked. PostgreSQL needs nothing special."""
+    session.rollback()
+    token = _writing.set(True)
+    try:
+        session.connection()  # begin now, while the flag is set
+        yield session
+    finally:
+        _writing.reset(token)
 
 
 AUDIT_LOCK_KEY = 7_240_011  # pg_advisory_xact_lock key serializing audit-chain appends

@@ -106,12 +106,35 @@ def csrf_token_from(html: str) -> str:
     return match.group(1)
 
 
+class _IsolatedClient:
+    """Each request runs in its own app context (own ``g`` and database session), as in
+    production, even though the test itself holds an app context open. After each request the
+    test's session is rolled back, so objects reload with what the request committed."""
+
+    def __init__(self, app, client):
+        self._app = app
+        self._client = client
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if name in {"get", "post", "put", "patch", "delete", "open", "head"}:
+            def isolated(*args, **kwargs):
+                with self._app.app_context():
+                    response = attribute(*args, **kwargs)
+                # The test's own session starts a fresh transaction, so it sees what the
+                # request committed (a long-lived read snapshot would not).
+                _db.session.rollback()
+                return response
+            return isolated
+        return attribute
+
+
 class LabClient:
     """A test client that fetches a real CSRF token before each form post, like a browser."""
 
     def __init__(self, app):
         self.app = app
-        self.http = app.test_client()
+        self.http = _IsolatedClient(app, app.test_client())
 
     def get(self, url, **kwargs):
         return self.http.get(url, **kwargs)

@@ -17,7 +17,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from labsys.audit.models import GENESIS_HASH, AuditEntry
-from labsys.db import canonical_json, lock_audit_chain, utcnow
+from labsys.db import canonical_json, lock_audit_chain, utcnow, write_transaction
 from labsys.errors import RuleViolation
 from labsys.extensions import db
 
@@ -164,6 +164,19 @@ def _audit_flush(session: Session, flush_context: Any) -> None:
     _append(session.connection(), rows)
 
 
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_events(session: Session, previous_transaction: Any) -> None:
+    """Events queued in a transaction that rolled back were never true: drop them."""
+    _pending(session).clear()
+
+
+def _flush_events(session: Session) -> None:
+    """Write queued events that no record flush carried (a flush with no changes is a no-op)."""
+    rows = list(_pending(session))
+    _pending(session).clear()
+    _append(session.connection(), rows)
+
+
 def _row_for(context: AuditContext | None, obj: Any, verb: str, old: dict | None,
              new: dict | None) -> dict[str, Any]:
     assert context is not None
@@ -193,9 +206,11 @@ def unit_of_work(actor: Actor, action: str, reason: str | None = None, *,
     token = _context.set(AuditContext(actor, action, reason.strip() if reason else None))
     session = db.session
     try:
-        yield session
-        session.flush()
-        session.commit()
+        with write_transaction(session):
+            yield session
+            session.flush()
+            _flush_events(session)
+            session.commit()
     except BaseException:
         session.rollback()
         raise
@@ -218,10 +233,10 @@ def record_event(actor: Actor, action: str, entity_type: str, entity_id: Any = N
 def record_event_now(actor: Actor, action: str, entity_type: str, entity_id: Any = None,
                      details: dict[str, Any] | None = None, reason: str | None = None) -> None:
     """Write an event in its own transaction (e.g. a refused attempt, while the work is refused)."""
-    db.session.rollback()
-    record_event(actor, action, entity_type, entity_id, details, reason)
-    db.session.flush()
-    db.session.commit()
+    with write_transaction(db.session):
+        record_event(actor, action, entity_type, entity_id, details, reason)
+        _flush_events(db.session)
+        db.session.commit()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.models import User, UserRole, UserSession
 from labsys.auth.roles import Role
-from labsys.db import utcnow
+from labsys.db import utcnow, write_transaction
 from labsys.errors import NotFound, RuleViolation
 from labsys.extensions import db
 
@@ -269,13 +269,19 @@ def load_session_user(token: str) -> User | None:
     idle_limit = dt.timedelta(minutes=current_app.config["IDLE_TIMEOUT_MINUTES"])
     user = record.user
     if now - record.last_seen_at > idle_limit:
-        record.ended_at, record.end_reason = now, "idle timeout"
-        db.session.commit()
+        _touch_session(record.id, ended_at=now, end_reason="idle timeout")
         return None
     if not user.active or user.is_locked:
         return None
     if now - record.last_seen_at > SEEN_WRITE_INTERVAL:
-        record.last_seen_at = now
-        db.session.commit()
+        _touch_session(record.id, last_seen_at=now)
+        user = db.session.get(User, record.user_id)
     user.session_token = token
     return user
+
+
+def _touch_session(session_id: int, **values) -> None:
+    """Session bookkeeping (not a regulated record) in its own short write transaction."""
+    with write_transaction(db.session):
+        db.session.execute(update(UserSession).where(UserSession.id == session_id).values(**values))
+        db.session.commit()
