@@ -12,7 +12,6 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from labsys.trial.i18n import _
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -29,14 +28,19 @@ from labsys.trial.models import (AdverseEvent, InfusionOrder, OrderStatus, Patie
 from labsys.trial.orders import active_order, administered_order
 from labsys.trial.services import arm_of, patients
 
+def N_(text: str) -> str:
+    """Mark a label for extraction; it is translated where it is shown."""
+    return text
+
+
 ENDPOINTS = [
-    ("crp_mg_l", _l("CRP (mg/L)")),
-    ("il6_pg_ml", _l("IL-6 (pg/mL)")),
-    ("lymphocytes_10e9_l", _l("Lymphocytes (10⁹/L)")),
-    ("procalcitonin_ng_ml", _l("Procalcitonin (ng/mL)")),
-    ("viral_load_log10_copies_ml", _l("Viral load (log10 copies/mL)")),
-    ("pao2_fio2_mmhg", _l("PaO2/FiO2 (mmHg)")),
-    ("chest_imaging_score", _l("Chest imaging score")),
+    ("crp_mg_l", N_("CRP (mg/L)")),
+    ("il6_pg_ml", N_("IL-6 (pg/mL)")),
+    ("lymphocytes_10e9_l", N_("Lymphocytes (10⁹/L)")),
+    ("procalcitonin_ng_ml", N_("Procalcitonin (ng/mL)")),
+    ("viral_load_log10_copies_ml", N_("Viral load (log10 copies/mL)")),
+    ("pao2_fio2_mmhg", N_("PaO2/FiO2 (mmHg)")),
+    ("chest_imaging_score", N_("Chest imaging score")),
 ]
 ENDPOINT_LIMITS = {
     "crp_mg_l": (0, 1000), "il6_pg_ml": (0, 100000), "lymphocytes_10e9_l": (0, 100),
@@ -99,7 +103,7 @@ def record_visit(user: User, patient: Patient, study_day: int, status: str, visi
             value = values.get(name)
             low, high = ENDPOINT_LIMITS[name]
             if value is not None and not low <= value <= high:
-                reasons.append(_("%(label)s %(v)s is outside %(lo)s–%(hi)s.", label=label, v=value, lo=low, hi=high))
+                reasons.append(_("%(label)s %(v)s is outside %(lo)s–%(hi)s.", label=_(label), v=value, lo=low, hi=high))
     if reasons:
         raise RuleViolation(_("The visit was not saved."), reasons)
     existing = visits_for(patient).get(study_day)
@@ -222,8 +226,8 @@ def summary(user: User, trial: Trial) -> dict[str, Any]:
                           if v.study_day == day and v.patient_id in ids and getattr(v, name) is not None]
                 cells[group] = {"n": len(values), "median": _median(values)}
             rows.append({"day": day, "groups": cells})
-        table.append({"name": name, "label": label, "rows": rows,
-                      "svg": line_plot(str(label), trial.visit_day_list, {
+        table.append({"name": name, "label": _(label), "rows": rows,
+                      "svg": line_plot(_(label), trial.visit_day_list, {
                           (arm_name(trial, g) if g in rules.ARMS else str(_("All patients"))):
                           [r["groups"][g]["median"] for r in rows] for g in groups})})
     deaths = sum(1 for p in randomized if p.vital_status_day90 == VitalStatus.DEAD)

@@ -18,6 +18,7 @@ from typing import Any
 
 from labsys.trial.i18n import _
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import record_event, unit_of_work
@@ -359,6 +360,13 @@ def randomize_patient(user: User, patient: Patient) -> str:
         raise RuleViolation(_("The patient was not randomized."), reasons)
     try:
         with unit_of_work(actor_of(user), "trial.randomize"):
+            # Re-read inside the write transaction: another pharmacist may have just randomized
+            # this patient (the version column catches what a re-read cannot on PostgreSQL).
+            db.session.refresh(patient)
+            if patient.randomized:
+                raise RuleViolation(_("The patient was not randomized."), [_(
+                    "Patient %(s)s is already randomized (study ID %(id)s).",
+                    s=patient.screening_number, id=patient.study_id)])
             entry = _claim_next_entry(trial, patient)
             arm = open_arm(trial.id, entry.sequence, entry.arm_sealed)
             patient.study_id = f"P-{entry.sequence:03d}"
@@ -368,7 +376,7 @@ def randomize_patient(user: User, patient: Patient) -> str:
             record_event(actor_of(user), "trial.randomize", "trial_allocation_entries", entry.id,
                          {"patient_id": patient.id, "study_id": patient.study_id,
                           "kit_number": patient.kit_number, "sequence": entry.sequence})
-    except StaleDataError:
+    except (StaleDataError, IntegrityError):
         raise ConcurrentChange(_("Someone else changed this patient at the same time; nothing was saved."))
     return arm
 
