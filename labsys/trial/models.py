@@ -11,7 +11,7 @@ import enum
 import json
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, Date, ForeignKey, Integer, Numeric, String, Text,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Integer, Numeric, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -84,6 +84,11 @@ class Trial(Audited, db.Model):
     unblinded roles while the trial is masked."""
 
     __tablename__ = "trials"
+    __table_args__ = (
+        CheckConstraint("age_min >= 18 AND age_min <= age_max", name="adult_age_range"),
+        CheckConstraint("dose_tolerance > 0 AND dose_tolerance < 1", name="tolerance_fraction"),
+        CheckConstraint("target_enrolment > 1 AND ratio_control > 0 AND ratio_msc > 0", name="positive_design"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     registry_number: Mapped[str] = mapped_column(String(40), unique=True)
@@ -130,7 +135,10 @@ class AllocationEntry(Audited, db.Model):
     listed or returned except through services that check the unblinded permission."""
 
     __tablename__ = "trial_allocation_entries"
-    __table_args__ = (UniqueConstraint("trial_id", "sequence"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "sequence"),
+        CheckConstraint("(used_by_patient_id IS NULL) = (used_at IS NULL)", name="used_with_time"),
+    )
     __audit_exclude__ = ("arm_sealed",)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -147,7 +155,14 @@ class Patient(Audited, db.Model):
     """A participant, known only by codes (no names; the site keeps its own link)."""
 
     __tablename__ = "trial_patients"
-    __table_args__ = (UniqueConstraint("trial_id", "screening_number"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "screening_number"),
+        # Randomization sets study ID, kit and time together; a patient is never half-randomized.
+        CheckConstraint("(study_id IS NULL) = (kit_number IS NULL) AND (study_id IS NULL) = (randomized_at IS NULL)",
+                        name="randomized_together"),
+        CheckConstraint("eligibility = 'eligible' OR randomized_at IS NULL", name="randomized_only_if_eligible"),
+        CheckConstraint("weight_kg >= 30 AND weight_kg <= 300", name="plausible_weight"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
@@ -214,6 +229,13 @@ class InfusionOrder(Audited, db.Model):
     matching placebo), and the administration. Dose fields are shown to unblinded roles only."""
 
     __tablename__ = "trial_infusion_orders"
+    __table_args__ = (
+        CheckConstraint("status NOT IN ('prepared', 'administered') OR (preparation IS NOT NULL AND prepared_at IS NOT NULL)",
+                        name="prepared_has_preparation"),
+        CheckConstraint("status <> 'administered' OR administered_at IS NOT NULL", name="administered_has_time"),
+        CheckConstraint("preparation IS NULL OR preparation <> 'cells' OR "
+                        "(delivered_cells IS NOT NULL AND endotoxin_eu_per_kg IS NOT NULL)", name="cells_have_dose"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("trial_patients.id"), index=True)

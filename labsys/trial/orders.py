@@ -140,8 +140,7 @@ def prepare_cells(user: User, order: InfusionOrder, *, lot_identifier: str, vial
     if reasons:
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
-        with unit_of_work(actor_of(user), "trial.prepare"):
-            _move(order, OrderStatus.PREPARED)
+        with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
             order.preparation = PreparationKind.CELLS
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
             order.lot_identifier = lot_identifier.strip()
@@ -154,6 +153,7 @@ def prepare_cells(user: User, order: InfusionOrder, *, lot_identifier: str, vial
             order.endotoxin_eu_per_ml = endotoxin_eu_per_ml
             order.volume_ml = volume_ml
             order.endotoxin_eu_per_kg = eu_per_kg
+            _move(order, OrderStatus.PREPARED)  # last: the table checks a prepared order is complete
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
@@ -178,12 +178,12 @@ def prepare_placebo(user: User, order: InfusionOrder, *, placebo_identifier: str
     if reasons:
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
-        with unit_of_work(actor_of(user), "trial.prepare"):
-            _move(order, OrderStatus.PREPARED)
+        with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
             order.preparation = PreparationKind.PLACEBO
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
             order.lot_identifier = placebo_identifier.strip()
             order.volume_ml = volume_ml
+            _move(order, OrderStatus.PREPARED)
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
@@ -198,9 +198,9 @@ def record_administration(user: User, order: InfusionOrder, administered_at: dt.
     if administered_at > utcnow():
         raise RuleViolation(_("The administration time is in the future."), field="administered_at")
     try:
-        with unit_of_work(actor_of(user), "trial.administer"):
-            _move(order, OrderStatus.ADMINISTERED)
+        with unit_of_work(actor_of(user), "trial.administer"), db.session.no_autoflush:
             order.administered_by_id, order.administered_at = user.id, administered_at
+            _move(order, OrderStatus.ADMINISTERED)
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))

@@ -369,10 +369,12 @@ def randomize_patient(user: User, patient: Patient) -> str:
                     s=patient.screening_number, id=patient.study_id)])
             entry = _claim_next_entry(trial, patient)
             arm = open_arm(trial.id, entry.sequence, entry.arm_sealed)
+            kit_number = _new_kit_number()
+            randomized_by_id = user.id
             patient.study_id = f"P-{entry.sequence:03d}"
-            patient.kit_number = _new_kit_number()
+            patient.kit_number = kit_number
             patient.randomized_at = entry.used_at
-            patient.randomized_by_id = user.id
+            patient.randomized_by_id = randomized_by_id
             record_event(actor_of(user), "trial.randomize", "trial_allocation_entries", entry.id,
                          {"patient_id": patient.id, "study_id": patient.study_id,
                           "kit_number": patient.kit_number, "sequence": entry.sequence})
