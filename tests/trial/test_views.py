@@ -198,3 +198,14 @@ def test_every_trial_page_renders_for_the_trial_roles(app, demo_trial, login_as,
         if url.startswith(("/trial", "/api/trial")):
             response = client.get(url)
             assert response.status_code in (200, 403), (url, response.status_code)
+
+
+def test_trial_pages_render_in_simplified_chinese_and_stay_masked(app, demo_trial, login_as):
+    client = login_as("investigator")
+    client.post_form("/account/language", {"locale": "zh_CN"}, token_from="/")
+    patient = next(p for p in services.patients(demo_trial) if p.randomized)
+    body = client.get(f"/trial/patients/{patient.id}").get_data(as_text=True)
+    assert "受试者" in body and f"药盒 {patient.kit_number}" in body
+    assert not ARM_PATTERN.search(body)
+    summary = client.get("/trial/summary").get_data(as_text=True)
+    assert "试验汇总" in summary and "氧合指数" in summary
