@@ -1,7 +1,7 @@
 """trial
 
 Revision ID: fa561b6be0a3
-Revises: c39111fc1e39
+Revises: 714283c4ea32
 Create Date: 2026-11-25 12:17:36.246423
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'fa561b6be0a3'
-down_revision = 'c39111fc1e39'
+down_revision = '714283c4ea32'
 branch_labels = None
 depends_on = None
 
