@@ -207,6 +207,18 @@ def record_administration(user: User, order: InfusionOrder, administered_at: dt.
     return order
 
 
+def dispensing_dose_checks(patient: Patient, delivered_cells: int, endotoxin_eu_per_ml: Decimal,
+                           volume_ml: Decimal) -> list[rules.RuleResult]:
+    """The dose and endotoxin rules for a dispensing screen (chain of custody): the dose against
+    the trial's target for the weight measured at enrolment, tolerance and cap, and endotoxin per
+    kg. Every rule is returned so the caller can show every failure."""
+    trial = patient.trial
+    target = rules.target_cells(trial.dose_cells_per_kg, patient.weight_kg)
+    dose = rules.check_dose(target, delivered_cells, trial.dose_tolerance, trial.max_dose_cells)
+    eu_per_kg = rules.endotoxin_eu_per_kg(endotoxin_eu_per_ml, volume_ml, patient.weight_kg)
+    return [*dose.results, rules.check_endotoxin(eu_per_kg, trial.endotoxin_limit_eu_per_kg)]
+
+
 def administered_order(patient: Patient) -> InfusionOrder | None:
     return db.session.scalar(select(InfusionOrder).where(
         InfusionOrder.patient_id == patient.id, InfusionOrder.status == OrderStatus.ADMINISTERED).limit(1))

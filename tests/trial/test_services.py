@@ -353,3 +353,36 @@ def test_overdue_visits_show_as_missed(db, trial, enrol, pharmacist):
     services.randomize_patient(pharmacist, patient)
     statuses = {v.study_day: v.status for v in followup.schedule(patient, today=dt.date.today() + dt.timedelta(days=20))}
     assert statuses[3] == "missed" and statuses[90] == "planned"
+
+
+def test_changing_an_answered_screening_item_needs_a_reason(db, trial, enrol, investigator):
+    patient = enrol(trial, diagnosis_confirmed="")
+    services.update_screening(investigator, patient, screening_values(trial, "x"), reason=None)  # completing
+    assert patient.eligibility == EligibilityStatus.ELIGIBLE and patient.age_years == 45
+    with pytest.raises(RuleViolation) as refused:
+        services.update_screening(investigator, patient, screening_values(trial, "x", weight_kg=Decimal("71")), None)
+    assert refused.value.field == "reason"
+    services.update_screening(investigator, patient, screening_values(trial, "x", weight_kg=Decimal("71")),
+                              "re-weighed on calibrated scale")
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "trial.screening_update")
+                              .order_by(AuditEntry.seq.desc()).limit(1))
+    assert entry.reason == "re-weighed on calibrated scale"
+    assert json.loads(entry.old_values)["weight_kg"] == "70.0" and json.loads(entry.new_values)["weight_kg"] == "71"
+
+
+def test_dispensing_dose_checks_report_every_rule(db, trial, enrol, pharmacist):
+    patient = enrol(trial)
+    results = orders.dispensing_dose_checks(patient, 90_000_000, Decimal("5"), Decimal("100"))
+    assert {r.name: r.passed for r in results} == {"dose_tolerance": False, "dose_cap": True,
+                                                    "endotoxin_per_kg": False}
+
+
+def test_cancelling_an_order_needs_a_reason_and_frees_the_patient_for_a_new_order(db, trial, enrol, pharmacist, investigator):
+    patient = enrol(trial)
+    services.randomize_patient(pharmacist, patient)
+    order = orders.order_infusion(investigator, patient, dt.date.today())
+    with pytest.raises(RuleViolation):
+        orders.cancel_order(investigator, order, "")
+    orders.cancel_order(investigator, order, "patient transferred to ICU, infusion postponed")
+    assert order.status == OrderStatus.CANCELLED
+    assert orders.order_infusion(investigator, patient, dt.date.today()).status == OrderStatus.OPEN

@@ -209,3 +209,23 @@ def test_trial_pages_render_in_simplified_chinese_and_stay_masked(app, demo_tria
     assert not ARM_PATTERN.search(body)
     summary = client.get("/trial/summary").get_data(as_text=True)
     assert "试验汇总" in summary and "氧合指数" in summary
+
+
+def test_the_patient_api_answers_json_and_hides_the_arm_from_masked_users(app, demo_trial, login_as):
+    client = login_as("investigator")
+    missing = client.get("/api/trial/patients/P-999")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "NotFound"
+    patient = next(p for p in services.patients(demo_trial) if p.randomized)
+    body = client.get(f"/api/trial/patients/{patient.kit_number}").get_json()
+    assert body["study_id"] == patient.study_id and "arm" not in body
+
+
+def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, login_as, db):
+    order = orders.open_orders()[0]
+    client = login_as("investigator")
+    url = f"/trial/orders/{order.id}"
+    assert client.post_form(f"{url}/cancel", {"reason": ""}, token_from=url).status_code == 302
+    assert db.session.get(InfusionOrder, order.id).status.value == "open"
+    client.post_form(f"{url}/cancel", {"reason": "Patient withdrew consent"}, token_from=url)
+    db.session.expire_all()
+    assert db.session.get(InfusionOrder, order.id).status.value == "cancelled"
