@@ -304,7 +304,8 @@ def order_list():
 def order_detail(order_id: int):
     order = orders.get_order(order_id)
     return render_template("trial/order.html", order=order, patient=order.patient,
-                           signatures=signatures_for(order), cancel_form=forms.CancelOrderForm())
+                           signatures=signatures_for(order), cancel_form=forms.CancelOrderForm(),
+                           prep=orders.preparation_for(current_user, order))
 
 
 @bp.route("/orders/<int:order_id>/cancel", methods=["POST"])

@@ -298,12 +298,15 @@ def test_cell_preparation_checks_dose_and_endotoxin_then_links_aes_to_the_lot(db
     orders.prepare_cells(pharmacist, order, lot_identifier="LOT1", vial_identifiers=["V1", "V2", "V3", "V4"],
                          viable_cells_per_vial=20_000_000, post_thaw_viability=None,
                          endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=sign_dispensed)
-    assert order.delivered_cells == 80_000_000 and order.dose_ratio == Decimal("1.143")
+    preparation = orders.preparation_of(order)
+    assert preparation.delivered_cells == 80_000_000 and preparation.dose_ratio == Decimal("1.143")
+    assert orders.preparation_for(investigator, order) is None and orders.preparation_for(pharmacist, order) == preparation
     orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
                                  SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
     event = followup.report_adverse_event(investigator, patient, term="Fever", onset_date=dt.date.today(),
                                           severity="mild", serious=False, relatedness="possible")
-    assert event.lot_identifier == "LOT1" and event.vial_identifier == "V1,V2,V3,V4"
+    assert followup.product_link(event) == ("LOT1", ["V1", "V2", "V3", "V4"])
+    assert followup.product_link_for(investigator, event) is None
     assert followup.aes_for_lot("LOT1") == [event] and followup.aes_for_lot("LOT2") == []
 
 
@@ -316,7 +319,7 @@ def test_a_control_patient_under_masking_gets_the_matching_placebo(db, trial, en
                              viable_cells_per_vial=20_000_000, post_thaw_viability=None,
                              endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=check)
     orders.prepare_placebo(pharmacist, order, placebo_identifier="PL-1", volume_ml=Decimal("100"), check=check)
-    assert order.status == OrderStatus.PREPARED and order.preparation.value == "placebo"
+    assert order.status == OrderStatus.PREPARED and orders.preparation_of(order).kind == "placebo"
     assert services.dispensing_arm_check(patient, patient.kit_number).passed
     assert not services.dispensing_arm_check(patient, "K-000000").passed
 
@@ -386,3 +389,28 @@ def test_cancelling_an_order_needs_a_reason_and_frees_the_patient_for_a_new_orde
     orders.cancel_order(investigator, order, "patient transferred to ICU, infusion postponed")
     assert order.status == OrderStatus.CANCELLED
     assert orders.order_infusion(investigator, patient, dt.date.today()).status == OrderStatus.OPEN
+
+
+def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trail(db, trial, enrol, pharmacist, investigator):
+    """Cells and placebo leave sealed records of equal length; no audit value names either."""
+    sealed = {}
+    for arm in ("msc", "control"):
+        patient = _randomized_in(trial, enrol, pharmacist, arm)
+        order = orders.order_infusion(investigator, patient, dt.date.today())
+        check = SignatureCheck(pharmacist, SignatureMeaning.DISPENSED, None)
+        if arm == "msc":
+            orders.prepare_cells(pharmacist, order, lot_identifier="LOT-SECRET",
+                                 vial_identifiers=[f"VIAL-SECRET-{n}" for n in range(4)],
+                                 viable_cells_per_vial=20_000_000, post_thaw_viability=None,
+                                 endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=check)
+        else:
+            orders.prepare_placebo(pharmacist, order, placebo_identifier="PL-SECRET", volume_ml=Decimal("100"), check=check)
+        orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
+                                     SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
+        event = followup.report_adverse_event(investigator, patient, term="Headache", onset_date=dt.date.today(),
+                                              severity="mild", serious=False, relatedness="unlikely")
+        sealed[arm] = (len(order.preparation_sealed), len(event.product_link_sealed))
+    assert sealed["msc"] == sealed["control"]
+    trail = " ".join((e.new_values or "") + (e.old_values or "") for e in db.session.scalars(select(AuditEntry)))
+    for secret in ("LOT-SECRET", "PL-SECRET", "VIAL-SECRET", "placebo", '"cells"', *ARM_NAMES):
+        assert secret not in trail

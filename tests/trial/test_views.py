@@ -60,14 +60,10 @@ def _urls_for_every_get_route(app, trial):
     return urls
 
 
-@pytest.mark.parametrize("username", ["investigator", "qa"])
+@pytest.mark.parametrize("username", ["investigator", "qa", "admin", "technician"])
 def test_masked_users_never_see_an_arm_on_any_route(app, demo_trial, login_as, username):
     client = login_as(username)
     urls = _urls_for_every_get_route(app, demo_trial)
-    if username == "qa":
-        # The foundation's audit trail (QA/admin) shows trial records' audited values, including the
-        # configured arm names and preparation details; masking it is outside this feature (see report).
-        urls = [u for u in urls if not u.startswith("/audit/")]
     assert any("/trial/patients/" in u for u in urls) and any("/api/trial/" in u for u in urls)
     ok = 0
     for url in urls:
@@ -76,7 +72,7 @@ def test_masked_users_never_see_an_arm_on_any_route(app, demo_trial, login_as, u
         assert not ARM_PATTERN.search(body), f"{url} shows an arm to {username}"
         assert '"arm"' not in body, url
         ok += response.status_code == 200
-    assert ok > 20 if username == "investigator" else ok > 3
+    assert ok > 20 if username == "investigator" else ok > 2
 
 
 def test_the_pharmacist_sees_the_arms_the_walk_hides(app, demo_trial, login_as):
