@@ -262,6 +262,11 @@ def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.da
         raise RuleViolation(_("Screening number %(n)s is already used.", n=screening_number),
                             [_("Screening number %(n)s is already used.", n=screening_number)],
                             field="screening_number")
+    if allocation_counts(trial)["used"] >= trial.target_enrolment:
+        raise RuleViolation(_("Enrolment is complete: the target of %(n)d randomized patients is reached.",
+                              n=trial.target_enrolment),
+                            [_("Enrolment is complete: the target of %(n)d randomized patients is reached.",
+                               n=trial.target_enrolment)], field="screening_number")
     answers, age = _screening(trial, values, today)
     status, _results = _eligibility(trial, answers)
     with unit_of_work(actor_of(user), "trial.enrol"):
