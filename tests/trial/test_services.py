@@ -360,6 +360,15 @@ def test_overdue_visits_show_as_missed(db, trial, enrol, pharmacist):
     services.randomize_patient(pharmacist, patient)
     statuses = {v.study_day: v.status for v in followup.schedule(patient, today=dt.date.today() + dt.timedelta(days=20))}
     assert statuses[3] == "missed" and statuses[90] == "planned"
+    followup.record_visit(investigator_of(patient), patient, 3, "missed", None, {})
+    assert followup.schedule(patient)[1].status == "missed"  # recorded as missed, not only overdue
+    with pytest.raises(RuleViolation) as refused:
+        followup.record_visit(investigator_of(patient), patient, 7, "done", dt.date.today() - dt.timedelta(days=2), {})
+    assert "before study day 1" in refused.value.reasons[0]
+
+
+def investigator_of(patient):
+    return patient.enrolled_by
 
 
 def test_changing_an_answered_screening_item_needs_a_reason(db, trial, enrol, investigator):
