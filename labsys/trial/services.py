@@ -110,6 +110,7 @@ def save_trial(user: User, values: dict[str, Any], trial: Trial | None = None) -
     values["exclusions"] = [e.strip() for e in values.get("exclusions") or [] if e and e.strip()]
     values["block_sizes"] = (values.get("block_sizes") or "").replace(" ", "")
     values["visit_days"] = (values.get("visit_days") or "").replace(" ", "")
+    values = {k: v.strip() if isinstance(v, str) else v for k, v in values.items()}
     problems = trial_problems(values)
     if trial is not None and trial.list_generated_at is not None:
         for name in LOCKED_AFTER_LIST:
