@@ -143,10 +143,14 @@ def determine_eligibility(user: User, donor: Donor, check: SignatureCheck) -> Do
     """QA signs the eligibility computed from the markers (eligible or ineligible); a pending
     outcome cannot be signed."""
     require_role(user, Role.QA)
+    if donor.eligibility != Eligibility.PENDING:
+        raise RuleViolation(_("Eligibility was already determined."))
     decision = donor_decision(donor)
     if decision.outcome == Eligibility.PENDING:
         raise RuleViolation(_("Eligibility cannot be determined yet."), decision.reasons)
     with work(user, "donor.determine_eligibility") as session, session.no_autoflush:
+        if donor.eligibility != Eligibility.PENDING:
+            raise RuleViolation(_("Eligibility was already determined."))
         donor.eligibility_determined_by_id = user.id
         donor.eligibility_determined_at = utcnow()
         donor.eligibility = decision.outcome
@@ -365,6 +369,8 @@ def verify_passage(user: User, passage: Passage, harvested_viable_cells: int | N
     if problems:
         raise refuse(_("Verification failed: the values differ."), problems)
     with work(user, "batch.passage.verify"):
+        if passage.is_verified:  # re-read under the write lock: someone may have just verified it
+            raise RuleViolation(_("This passage is already verified."))
         passage.verified_by_id = user.id
         passage.verified_at = utcnow()
         sign(check, passage)
@@ -496,6 +502,8 @@ def close_deviation(user: User, deviation: Deviation, check: SignatureCheck) -> 
     if reasons:
         raise RuleViolation(_("The deviation cannot be closed."), reasons)
     with work(user, "deviation.close"):
+        if deviation.status != DeviationStatus.OPEN:
+            raise RuleViolation(_("The deviation is already closed."))
         deviation.status = DeviationStatus.CLOSED
         deviation.closed_at = utcnow()
         deviation.closed_by_id = user.id

@@ -241,7 +241,7 @@ def record_vial_label_print(user: User | None, batch: Batch, reason: str | None 
     with unit_of_work(actor, "label.print.vial", reason):
         for vial in vials:
             vial.label_prints += 1
-        entry = LabelPrint(kind=LabelKind.VIAL, batch=batch, labels=len(vials), is_reprint=reprint,
+        entry = LabelPrint(kind=LabelKind.VIAL, batch_id=batch.id, labels=len(vials), is_reprint=reprint,
                            reason=(reason or "").strip() or None, printed_at=utcnow(), printed_by_id=actor.user_id,
                            printed_by_name=actor.name)
         db.session.add(entry)
