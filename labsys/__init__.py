@@ -63,8 +63,10 @@ def configure(app: Flask, config: dict[str, Any] | object | None) -> None:
 
 def select_locale() -> str:
     """The signed-in user's language, else the one picked on the sign-in page, else the browser's."""
-    from flask import current_app
+    from flask import current_app, has_request_context
 
+    if not has_request_context():
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
     choices = current_app.config["LANGUAGES"]
     if current_user and current_user.is_authenticated and current_user.locale in choices:
         return current_user.locale

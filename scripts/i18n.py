@@ -19,7 +19,7 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "labsys"
 TEMPLATES = ROOT / "templates"
-LOCALES = ["en", "zh_CN"]
+LOCALES = ["en", "zh_Hans_CN"]  # Babel names Simplified Chinese (China) zh_Hans_CN
 CORE_PACKAGES = {"audit", "auth", "main", "documents"}
 PYBABEL = [sys.executable, "-m", "babel.messages.frontend"]
 
@@ -49,6 +49,9 @@ def extract() -> None:
                             "--no-location", "--sort-output", "--omit-header", "-o", str(pot),
                             *[str(s.relative_to(ROOT)) for s in sources]], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
+        legacy = directory / "zh_CN"  # an earlier name of the Simplified Chinese catalog
+        if legacy.exists() and not (directory / "zh_Hans_CN").exists():
+            legacy.rename(directory / "zh_Hans_CN")
         for locale in LOCALES:
             with pot.open("rb") as handle:
                 template = read_po(handle)

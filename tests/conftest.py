@@ -18,6 +18,31 @@ from labsys.extensions import db as _db
 
 POSTGRES_URL = os.environ.get("LABSYS_TEST_DATABASE_URL")
 ENGINES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+REQUIRE_POSTGRES = os.environ.get("LABSYS_REQUIRE_POSTGRES") == "1"
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_POSTGRES and not POSTGRES_URL:
+        pytest.exit("LABSYS_REQUIRE_POSTGRES=1 but LABSYS_TEST_DATABASE_URL is not set", returncode=3)
+    if POSTGRES_URL:
+        try:
+            with create_engine(_psycopg_url(POSTGRES_URL)).connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:  # fail loudly: a silent SQLite-only run would hide bugs
+            pytest.exit(f"PostgreSQL test database unreachable at {POSTGRES_URL}: {error}", returncode=3)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """In CI (LABSYS_REQUIRE_POSTGRES=1) a skipped test is a failure: nothing counts unrun."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if REQUIRE_POSTGRES and skipped:
+        terminalreporter.write_line(f"FAILED: {len(skipped)} test(s) skipped; CI runs every test", red=True)
+        config._labsys_skipped = True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if getattr(session.config, "_labsys_skipped", False) and exitstatus == 0:
+        session.exitstatus = 1
 DEMO_PASSWORD = "demo-password-for-tests"
 
 

@@ -38,8 +38,18 @@ def statements_for(dialect: str, table: str) -> list[str]:
     raise RuntimeError(f"no append-only guard for the {dialect} engine")
 
 
+_GUARDED: set[str] = set()
+
+
+def guarded_tables() -> set[str]:
+    """Names of the tables declared append-only by the models."""
+    return set(_GUARDED)
+
+
 def make_append_only(table: Table) -> None:
-    """Attach the guard to a table so ``metadata.create_all`` installs it."""
+    """Attach the guard to a table so ``metadata.create_all`` installs it (migrations must
+    install it too; a test compares the two)."""
+    _GUARDED.add(table.name)
     for dialect in ("sqlite", "postgresql"):
         for sql in statements_for(dialect, table.name):
             event.listen(table, "after_create", DDL(sql.replace("%", "%%")).execute_if(dialect=dialect))

@@ -187,3 +187,17 @@ def test_users_are_deactivated_never_deleted(app, db, demo_users):
             db.session.delete(demo_users["investigator"])
     db.session.rollback()
     assert db.session.get(User, demo_users["investigator"].id) is not None
+
+
+def test_password_rotation_is_off_by_default_and_enforced_when_configured(app, login_as, demo_users, db):
+    import datetime as dt
+    from labsys.audit.services import unit_of_work
+
+    user = demo_users["qa"]
+    with unit_of_work(Actor.system("test"), "test.age-password"):
+        user.password_changed_at = user.password_changed_at - dt.timedelta(days=400)
+    client = login_as("qa")
+    assert client.get("/").status_code == 200
+    app.config["PASSWORD_MAX_AGE_DAYS"] = 365
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/account/password")
