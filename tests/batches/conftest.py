@@ -93,7 +93,7 @@ class Lab:
 
         batch = self.batch(code)
         self.passage(batch, 0, harvested=2_000_000)
-        last = self.passage(batch, 1, seeded=1_000_000, harvested=80_000_000)
+        last = self.passage(batch, 1, seeded=1_000_000, harvested=300_000_000)
         at = last.step.ended_at + dt.timedelta(hours=1)
         vial_services.fill_batch(self.tech, batch, vials, 10_000_000, Decimal("5.0"), "10% DMSO", Decimal("93"),
                                  at, "BSC-1", at - dt.timedelta(minutes=30))
