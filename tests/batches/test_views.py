@@ -236,7 +236,7 @@ def test_the_batch_record_shows_history_chart_and_prints_as_pdf(db, lab, login_a
     client = login_as("qa")
     html = client.get(f"/batches/{batch.id}").get_data(as_text=True)
     for expected in ("D-001", "Li Na", "Zhou Jie", "<svg", "class=\"growth-chart\"", batch.identifier + "001",
-                     "batch.fill", batch.check_character):
+                     "batch.fill", "batch.passage.record", "batch.passage.verify", batch.check_character):
         assert expected in html, expected
     pdf = client.get(f"/batches/{batch.id}/record.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
