@@ -393,16 +393,26 @@ def batch_labels(batch_id: int):
 @bp.route("/<int:batch_id>/deviations/new", methods=["GET", "POST"])
 @allow(*STAFF)
 def deviation_new(batch_id: int):
-    batch = services.get_or_404(Batch, batch_id)
+    return _raise_deviation(services.get_or_404(Batch, batch_id), None)
+
+
+@bp.route("/cords/<int:cord_id>/deviations/new", methods=["GET", "POST"])
+@allow(*STAFF)
+def cord_deviation_new(cord_id: int):
+    return _raise_deviation(None, services.get_or_404(Cord, cord_id))
+
+
+def _raise_deviation(batch: Batch | None, cord: Cord | None):
     form = forms.DeviationForm()
     if form.validate_on_submit():
         try:
-            deviation = services.raise_deviation(current_user, form.description.data, batch=batch)
+            deviation = services.raise_deviation(current_user, form.description.data, batch=batch, cord=cord)
         except RuleViolation as error:
-            return _refused(form, error, "batches/deviation_form.html", batch=batch)
+            return _refused(form, error, "batches/deviation_form.html", batch=batch, cord=cord)
         flash(_("Deviation %(n)s raised.", n=deviation.number), "success")
         return redirect(url_for("batches.deviation_detail", deviation_id=deviation.id))
-    return render_template("batches/deviation_form.html", form=form, batch=batch), 422 if form.errors else 200
+    return render_template("batches/deviation_form.html", form=form, batch=batch, cord=cord), \
+        422 if form.errors else 200
 
 
 @bp.route("/deviations")

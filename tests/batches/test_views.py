@@ -271,5 +271,17 @@ def test_the_batch_pages_and_field_errors_read_in_chinese(db, lab, login_as):
     other = lab.batch("D-002")
     response = client.post_form(f"/batches/{other.id}/passages/new", passage_form(other, 0, viability_percent="150"))
     assert response.status_code == 422 and "须在 0 至 100 % 之间" in response.get_data(as_text=True)
-    pdf = client.get(f"/batches/{batch.id}/record.pdf")
-    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+
+def test_a_deviation_can_be_raised_against_a_cord_and_blocks_its_batch(db, lab, login_as):
+    batch = lab.batch()
+    client = login_as("technician")
+    response = client.post_form(f"/batches/cords/{batch.cord_id}/deviations/new", {"description": "Label torn"})
+    assert response.status_code == 302
+    deviation = db.session.scalars(select(Deviation)).one()
+    assert deviation.cord_id == batch.cord_id and deviation.batch_id is None
+    from labsys.batches.services import open_deviations
+
+    assert open_deviations(batch) == [deviation]
+    empty = client.post_form(f"/batches/cords/{batch.cord_id}/deviations/new", {"description": ""})
+    assert empty.status_code == 422 and "description" in errors_of(empty.get_data(as_text=True))
