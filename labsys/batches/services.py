@@ -16,6 +16,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import unit_of_work
@@ -231,15 +232,25 @@ def start_batch(user: User, cord: Cord) -> Batch:
         raise RuleViolation(_("The batch cannot start."), reasons)
     facility = setting("FACILITY_CODE")
     year = utcnow().year % 100
-    with work(user, "batch.start"):
-        sequence = (db.session.scalar(select(func.max(Batch.sequence)).where(
-            Batch.facility_code == facility, Batch.year == year)) or 0) + 1
-        identifier = donation_identifier(facility, year, sequence)
-        batch = Batch(identifier=identifier, check_character=mod37_2_check(identifier), facility_code=facility,
-                      year=year, sequence=sequence, cord=cord, status=BatchStatus.IN_PROCESS,
-                      started_at=utcnow(), started_by_id=user.id)
-        db.session.add(batch)
-    return batch
+    for attempt in range(3):
+        try:
+            with work(user, "batch.start"):
+                # Re-read under the write lock: the cord may just have got its batch.
+                if db.session.scalar(select(Batch.id).where(Batch.cord_id == cord.id)) is not None:
+                    raise RuleViolation(_("The batch cannot start."), [_("This cord already has a batch.")])
+                sequence = (db.session.scalar(select(func.max(Batch.sequence)).where(
+                    Batch.facility_code == facility, Batch.year == year)) or 0) + 1
+                identifier = donation_identifier(facility, year, sequence)
+                batch = Batch(identifier=identifier, check_character=mod37_2_check(identifier),
+                              facility_code=facility, year=year, sequence=sequence, cord_id=cord.id,
+                              status=BatchStatus.IN_PROCESS, started_at=utcnow(), started_by_id=user.id)
+                db.session.add(batch)
+            return batch
+        except IntegrityError:
+            # Two batches took the same sequence at once (PostgreSQL): take the next one.
+            if attempt == 2:
+                raise ConcurrentChange(_("Someone else changed this record at the same time. Reload and try again."))
+    raise AssertionError("unreachable")
 
 
 def apply_batch_transition(batch: Batch, new_status: BatchStatus) -> None:

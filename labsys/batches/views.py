@@ -30,6 +30,7 @@ from labsys.timefmt import parse_lab_datetime
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
 STAFF = (Role.TECHNICIAN, Role.QA)
+QA_VIAL_STATES = (VialStatus.DESTROYED, VialStatus.EXPIRED, VialStatus.RECALLED)
 
 
 TERM_LABELS = {
@@ -549,8 +550,31 @@ def vial_detail(vial_id: int):
                 return redirect(url_for("batches.vial_detail", vial_id=vial.id))
         else:
             status = 422
+    status_form = forms.VialStatusForm()
+    status_form.status.choices = [(s.value, VIAL_STATUS_LABELS[s]) for s in QA_VIAL_STATES
+                                  if s in VIAL_TRANSITIONS[VialStatus(vial.status)]]
     return render_template("batches/vial.html", vial=vial, form=form, events=vial_services.custody_events(vial),
-                           allowed=sorted(VIAL_TRANSITIONS[VialStatus(vial.status)], key=lambda s: s.value)), status
+                           status_form=status_form), status
+
+
+@bp.route("/vials/<int:vial_id>/status", methods=["POST"])
+@allow(Role.QA)
+def vial_status(vial_id: int):
+    """QA takes a vial out of use (destroyed, expired, recalled) with a reason. Release and
+    dispensing move vials through the other states in their own features."""
+    vial = services.get_or_404(Vial, vial_id)
+    form = forms.VialStatusForm()
+    form.status.choices = [(s.value, VIAL_STATUS_LABELS[s]) for s in QA_VIAL_STATES]
+    if form.validate_on_submit():
+        try:
+            vial_services.transition_vial(current_user, vial, form.status.data, form.reason.data)
+        except RuleViolation as error:
+            flash(" ".join([error.message, *error.reasons]), "danger")
+        else:
+            flash(_("Vial %(v)s is now %(s)s.", v=vial.identifier, s=VIAL_STATUS_LABELS[vial.status]), "success")
+    else:
+        flash(_("Choose a state and give a reason."), "danger")
+    return redirect(url_for("batches.vial_detail", vial_id=vial.id))
 
 
 @bp.route("/storage", methods=["GET", "POST"])

@@ -285,3 +285,19 @@ def test_a_deviation_can_be_raised_against_a_cord_and_blocks_its_batch(db, lab, 
     assert open_deviations(batch) == [deviation]
     empty = client.post_form(f"/batches/cords/{batch.cord_id}/deviations/new", {"description": ""})
     assert empty.status_code == 422 and "description" in errors_of(empty.get_data(as_text=True))
+
+
+def test_qa_takes_a_vial_out_of_use_with_a_reason(db, lab, login_as):
+    from labsys.batches import vials as vial_services
+
+    batch = lab.filled(vials=1)
+    vial = vial_services.vials_of(batch)[0]
+    assert login_as("technician").post_form(f"/batches/vials/{vial.id}/status", {"status": "destroyed"},
+                                            token_from=f"/batches/vials/{vial.id}").status_code == 403
+    qa = login_as("qa")
+    assert "Take out of use" in qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
+    qa.post_form(f"/batches/vials/{vial.id}/status", {"status": "destroyed", "reason": "Cracked vial"})
+    db.session.rollback()
+    assert db.session.get(Vial, vial.id).status.value == "destroyed"
+    page = qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
+    assert "status.destroyed" in page and "Cracked vial" in page and "Take out of use" not in page
