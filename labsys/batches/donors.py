@@ -122,6 +122,9 @@ def receive_cord(user: User, donor: Donor, collected_at: dt.datetime, received_a
     hard, soft = rules.cord_receipt_problems(
         collected_at, received_at, transport_temperature_c, utcnow(), setting("CORD_MAX_HOURS_TO_RECEIPT"),
         setting("CORD_TRANSPORT_MIN_C"), setting("CORD_TRANSPORT_MAX_C"))
+    if donor.eligibility == Eligibility.INELIGIBLE:
+        hard.append(("collected_at", _("Donor %(code)s is ineligible: her cord is not received for processing.",
+                                       code=donor.code)))
     if weight_g is None or weight_g <= 0:
         hard.append(("weight_g", _("The weight must be positive.")))
     if not 20 <= gestational_age_weeks <= 45:

@@ -414,3 +414,15 @@ def test_destroying_a_quarantined_vial_needs_a_reason_but_releasing_it_does_not(
         vial_services.transition_vial(lab.qa, second, VialStatus.AVAILABLE)
     vial_services.transition_vial(lab.qa, second, VialStatus.AVAILABLE, reason="Patient withdrawn")
     assert second.status == VialStatus.AVAILABLE and first.status == VialStatus.QUARANTINE
+
+
+def test_a_pending_donors_cord_is_received_but_an_ineligible_donors_is_refused(db, lab):
+    from labsys.batches.models import Cord
+
+    pending = lab.donor("D-P", markers={**CLEAN, Marker.CMV: MarkerResult.NOT_TESTED}, determine=False)
+    lab.cord(pending)
+    ineligible = lab.donor("D-X", markers={**CLEAN, Marker.SYPHILIS: MarkerResult.REACTIVE})
+    with pytest.raises(RuleViolation) as refused:
+        lab.cord(ineligible)
+    assert "ineligible" in refused.value.reasons[0]
+    assert count(db, Cord) == 1
