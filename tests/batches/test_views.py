@@ -309,3 +309,16 @@ def test_qa_takes_a_vial_out_of_use_with_a_reason(db, lab, login_as):
     assert db.session.get(Vial, vial.id).status.value == "destroyed"
     page = qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
     assert "status.destroyed" in page and "Cracked vial" in page and "Take out of use" not in page
+
+
+def test_the_fill_is_verified_from_the_batch_page(db, lab, login_as):
+    batch = lab.filled(vials=2)
+    technician = login_as("technician")
+    page = technician.get(f"/batches/{batch.id}").get_data(as_text=True)
+    assert f'/batches/fills/{batch.fill.id}/verify">Fill</a>' in page
+    second = login_as("technician2")
+    response = second.post_form(f"/batches/fills/{batch.fill.id}/verify", {
+        "viable_cells_per_vial": "10000000", "viability_percent": "93", "sign_username": "technician2",
+        "sign_password": DEMO_PASSWORD})
+    assert response.status_code == 302
+    assert 'id="unverified-alert"' not in technician.get(f"/batches/{batch.id}").get_data(as_text=True)
