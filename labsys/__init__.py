@@ -17,6 +17,7 @@ FEATURES = [
     "labsys.auth",
     "labsys.main",
     "labsys.batches",
+    "labsys.release",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
