@@ -17,7 +17,7 @@ from labsys.batches.rules import MARKER_LABELS, MARKER_RESULT_LABELS, SCREENING_
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 REQUIRED = _l("Required.")
 COUNT_RANGE = NumberRange(min=1, max=10**13, message=_l("A positive whole number of cells."))
-PERCENT_RANGE = NumberRange(min=0, max=100, message=_l("Between 0 and 100 %."))
+PERCENT_RANGE = NumberRange(min=0, max=100, message=_l("Between 0 and 100 %%."))
 
 
 def apply_problems(form: FlaskForm, error) -> None:

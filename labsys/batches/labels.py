@@ -20,12 +20,12 @@ def vial_labels(batch: Batch) -> list[dict]:
 
 def vial_label_sheet_pdf(batch: Batch) -> bytes:
     """An A4 sheet of vial labels (3 across), each with its QR code, identifier and check character."""
-    return render_pdf("documents/vial_labels.html", batch=batch, labels=vial_labels(batch))
+    return render_pdf("batches/pdf/vial_labels.html", batch=batch, labels=vial_labels(batch))
 
 
 def box_label_pdf(box: Box) -> bytes:
     payload = codec.encode("box", box.code)
-    return render_pdf("documents/box_label.html", box=box, payload=payload, qr=qr_svg(payload, box_size=4))
+    return render_pdf("batches/pdf/box_label.html", box=box, payload=payload, qr=qr_svg(payload, box_size=4))
 
 
 def describe_payload(payload: str) -> dict:

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import unit_of_work
@@ -56,6 +57,17 @@ def work(user: User, action: str, reason: str | None = None, reason_required: bo
             yield session
     except StaleDataError:
         raise ConcurrentChange(_("Someone else changed this record at the same time. Reload and try again."))
+
+
+def load(*records: Any) -> None:
+    """Load a record's expired columns before changing it, so the audit entry gets the old values.
+
+    ``unit_of_work`` starts a fresh write transaction, which expires everything read before it;
+    assigning to an expired attribute would otherwise record no previous value."""
+    for record in records:
+        expired = sa_inspect(record).expired_attributes
+        if expired:
+            getattr(record, next(iter(expired)))
 
 
 def setting(name: str) -> Any:
@@ -127,6 +139,7 @@ def update_donor(user: User, donor: Donor, reason: str | None, consent_date: dt.
         raise refuse(_("Nothing was saved."), [("reason", _(
             "A batch was started on this determination; raise a deviation instead of changing it."))])
     with work(user, "donor.update", reason, reason_required=determined) as _session:
+        load(donor)
         donor.consent_date = consent_date
         donor.screening_outcome = ScreeningOutcome(screening_outcome)
         donor.specimen_date = specimen_date
@@ -143,10 +156,15 @@ def determine_eligibility(user: User, donor: Donor, check: SignatureCheck) -> Do
     """QA signs the eligibility computed from the markers (eligible or ineligible); a pending
     outcome cannot be signed."""
     require_role(user, Role.QA)
+    if donor.eligibility != Eligibility.PENDING:
+        raise RuleViolation(_("Eligibility was already determined."))
     decision = donor_decision(donor)
     if decision.outcome == Eligibility.PENDING:
         raise RuleViolation(_("Eligibility cannot be determined yet."), decision.reasons)
     with work(user, "donor.determine_eligibility") as session, session.no_autoflush:
+        load(donor)
+        if donor.eligibility != Eligibility.PENDING:
+            raise RuleViolation(_("Eligibility was already determined."))
         donor.eligibility_determined_by_id = user.id
         donor.eligibility_determined_at = utcnow()
         donor.eligibility = decision.outcome
@@ -226,6 +244,7 @@ def start_batch(user: User, cord: Cord) -> Batch:
 
 def apply_batch_transition(batch: Batch, new_status: BatchStatus) -> None:
     """Change a batch's status inside the caller's unit of work (the table refuses anything else)."""
+    load(batch)
     check_batch_transition(BatchStatus(batch.status), BatchStatus(new_status))
     batch.status = BatchStatus(new_status)
 
@@ -365,6 +384,9 @@ def verify_passage(user: User, passage: Passage, harvested_viable_cells: int | N
     if problems:
         raise refuse(_("Verification failed: the values differ."), problems)
     with work(user, "batch.passage.verify"):
+        load(passage)
+        if passage.is_verified:  # re-read under the write lock: someone may have just verified it
+            raise RuleViolation(_("This passage is already verified."))
         passage.verified_by_id = user.id
         passage.verified_at = utcnow()
         sign(check, passage)
@@ -385,7 +407,8 @@ def correct_passage(user: User, passage: Passage, reason: str | None, seeded_via
         if p[0] != "passage_number"]
     if problems:
         raise refuse(_("The correction was not saved."), problems)
-    with work(user, "batch.passage.correct", reason, reason_required=True):
+    with work(user, "batch.passage.correct", reason, reason_required=True) as session, session.no_autoflush:
+        load(passage, *batch.passages)
         passage.seeded_viable_cells = seeded_viable_cells
         passage.harvested_viable_cells = harvested_viable_cells
         passage.viability_percent = Decimal(viability_percent)
@@ -431,6 +454,7 @@ def set_reagent_status(user: User, reagent: Reagent, status: ReagentStatus | str
     if status == ReagentStatus.QUARANTINE or reagent.status == ReagentStatus.REJECTED or reagent.status == status:
         raise RuleViolation(_("A lot goes from quarantine to released or rejected, or from released to rejected."))
     with work(user, f"reagent.{status.value}", reason, reason_required=reagent.status == ReagentStatus.RELEASED):
+        load(reagent)
         reagent.status = status
         reagent.status_changed_by_id = user.id
     return reagent
@@ -478,6 +502,7 @@ def assess_deviation(user: User, deviation: Deviation, impact_assessment: str, c
     if problems:
         raise refuse(_("Nothing was saved."), problems)
     with work(user, "deviation.assess"):
+        load(deviation)
         deviation.impact_assessment = impact_assessment.strip()
         deviation.capa = capa.strip()
     return deviation
@@ -495,10 +520,13 @@ def close_deviation(user: User, deviation: Deviation, check: SignatureCheck) -> 
         reasons.append(_("The CAPA is missing."))
     if reasons:
         raise RuleViolation(_("The deviation cannot be closed."), reasons)
-    with work(user, "deviation.close"):
-        deviation.status = DeviationStatus.CLOSED
-        deviation.closed_at = utcnow()
+    with work(user, "deviation.close") as session, session.no_autoflush:
+        load(deviation)
+        if deviation.status != DeviationStatus.OPEN:
+            raise RuleViolation(_("The deviation is already closed."))
         deviation.closed_by_id = user.id
+        deviation.closed_at = utcnow()
+        deviation.status = DeviationStatus.CLOSED
         sign(check, deviation)
     return deviation
 

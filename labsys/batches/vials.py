@@ -19,7 +19,7 @@ from labsys.batches import rules
 from labsys.batches.models import (Batch, Box, Fill, LabelKind, LabelPrint, Rack, StepType, Tank, Vial, VialEvent,
                                    position_label)
 from labsys.batches.services import (_add_step, _reagents_for, _require_in_process, _step_problems,
-                                     apply_batch_transition, refuse, require_role, setting, unverified_entries, work)
+                                     apply_batch_transition, load, refuse, require_role, setting, unverified_entries, work)
 from labsys.batches.states import IN_STORAGE_STATES, BatchStatus, VialStatus, check_vial_transition
 from labsys.db import utcnow
 from labsys.documents.isbt import vial_identifier
@@ -94,6 +94,7 @@ def apply_vial_transition(actor: Actor, vial: Vial, new_status: VialStatus, note
     """Move a vial to ``new_status`` inside the caller's unit of work. A vial leaving the states
     that sit in storage gives up its position, and the custody trail records it."""
     new_status = VialStatus(new_status)
+    load(vial)
     check_vial_transition(VialStatus(vial.status), new_status)
     old = VialStatus(vial.status)
     vial.status = new_status
@@ -189,6 +190,7 @@ def store_vial(user: User, vial: Vial, box: Box, row: int, column: int, note: st
         raise refuse(_("The vial was not moved."), problems)
     before = vial.location
     with work(user, "vial.store" if before is None else "vial.move", note):
+        load(vial)
         vial.box = box
         vial.row, vial.column = row, column
         db.session.flush()
@@ -208,6 +210,7 @@ def store_vials_in_box(user: User, vials: list[Vial], box: Box) -> list[Vial]:
     with work(user, "vial.store"):
         actor = actor_of(user)
         for vial, (row, column) in zip(unstored, free):
+            load(vial)
             vial.box = box
             vial.row, vial.column = row, column
             db.session.flush()
@@ -240,8 +243,9 @@ def record_vial_label_print(user: User | None, batch: Batch, reason: str | None 
 
     with unit_of_work(actor, "label.print.vial", reason):
         for vial in vials:
+            load(vial)
             vial.label_prints += 1
-        entry = LabelPrint(kind=LabelKind.VIAL, batch=batch, labels=len(vials), is_reprint=reprint,
+        entry = LabelPrint(kind=LabelKind.VIAL, batch_id=batch.id, labels=len(vials), is_reprint=reprint,
                            reason=(reason or "").strip() or None, printed_at=utcnow(), printed_by_id=actor.user_id,
                            printed_by_name=actor.name)
         db.session.add(entry)

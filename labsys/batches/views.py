@@ -22,6 +22,7 @@ from labsys.batches.rules import (ELIGIBILITY_LABELS, MARKER_LABELS, MARKER_RESU
 from labsys.batches.states import (BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, VIAL_TRANSITIONS, BatchStatus,
                                    VialStatus)
 from labsys.documents.pdf import render_pdf
+from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.timefmt import parse_lab_datetime
@@ -231,7 +232,7 @@ def batch_record_pdf(batch_id: int):
     record = batch_record(batch)
     chart = growth_chart_svg(record["growth_points"], x_label=_("days since cord receipt"),
                              y_label=_("cumulative population doublings"))
-    pdf = render_pdf("documents/batch_record.html", chart=chart, **record)
+    pdf = render_pdf("batches/pdf/batch_record.html", chart=chart, now=utcnow(), **record)
     return Response(pdf, mimetype="application/pdf", headers={
         "Content-Disposition": f'inline; filename="batch-record-{batch.identifier}.pdf"'})
 
