@@ -106,6 +106,11 @@ def _audit_since_fill(batch: Batch) -> list[AuditEntry]:
         conditions.append((AuditEntry.entity_type == "deviations") & AuditEntry.entity_id.in_(deviation_ids))
     if decision is not None:
         conditions.append((AuditEntry.entity_type == "release_decisions") & (AuditEntry.entity_id == str(decision.id)))
+    # Creation entries carry no entity id (it is assigned in the flush): match them on batch_id.
+    conditions.append(AuditEntry.entity_type.in_(("qc_results", "release_decisions", "recalls", "trial_lot_selections"))
+                      & AuditEntry.entity_id.is_(None)
+                      & (AuditEntry.new_values.like(f'%"batch_id":{batch.id},%')
+                         | AuditEntry.new_values.like(f'%"batch_id":{batch.id}}}%')))
     return list(db.session.scalars(select(AuditEntry).where(
         AuditEntry.recorded_at >= batch.fill.filled_at, or_(*conditions)).order_by(AuditEntry.seq).limit(500)))
 

@@ -28,6 +28,8 @@ def test_qa_sees_every_rule_with_verdict_words_and_releases_a_passing_lot(lots, 
     page = qa.get(f"/release/lots/{batch.id}").get_data(as_text=True)
     assert page.count('class="verdict-row') == 5 + 16
     assert "Every rule passes." in page and "Audit trail since fill" in page
+    audit = page[page.index("Audit trail since fill"):]
+    assert audit.count("<code>qc_result.enter</code>") == 15 and audit.count("<code>qc_result.verify</code>") == 15
     response = qa.post_form(f"/release/lots/{batch.id}/decide",
                             {"decision": "release", "expected_version": str(batch.version), **sign_fields("qa")},
                             token_from=f"/release/lots/{batch.id}")
