@@ -244,3 +244,14 @@ def test_the_recall_page_lists_dispensed_vials(lots, users, potency_runs, login_
     assert db.session.get(Batch, batch.id).status == BatchStatus.RECALLED
     page = login_as("qa").get(f"/release/lots/{batch.id}/recall").get_data(as_text=True)
     assert vial.identifier in page and "patient records not available" in page
+
+
+def test_the_review_page_speaks_simplified_chinese(lots, users, potency_runs, login_as):
+    batch = lots.lot()
+    enter_results(users, batch, overrides={"VIABILITY": ("70", "%")})
+    passing_potency(potency_runs, batch)
+    qa = login_as("qa")
+    qa.post_form("/account/language", {"locale": "zh_CN", "next": "/"}, token_from="/")
+    page = qa.get(f"/release/lots/{batch.id}").get_data(as_text=True)
+    assert "QA 审核" in page and "超标（OOS）" in page
+    assert "Viability at fill：70 % 低于限度 ≥ 80 %。" in page
