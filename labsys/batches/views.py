@@ -7,6 +7,7 @@ import datetime as dt
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -31,9 +32,25 @@ bp = Blueprint("batches", __name__, url_prefix="/batches")
 STAFF = (Role.TECHNICIAN, Role.QA)
 
 
+TERM_LABELS = {
+    "accepted": _l("Accepted"), "accepted_under_deviation": _l("Accepted under deviation"),
+    "conforms": _l("Conforms"), "does_not_conform": _l("Does not conform"),
+    "vaginal": _l("Vaginal"), "caesarean": _l("Caesarean"),
+    "tissue_processing": _l("Tissue processing"), "p0": _l("P0 (primary culture)"), "passage": _l("Passage"),
+    "harvest": _l("Harvest"), "formulation": _l("Formulation"), "fill": _l("Fill"),
+    "explant": _l("Explant"), "enzymatic": _l("Enzymatic"), "open": _l("Open"), "closed": _l("Closed"),
+}
+
+
+def term(value) -> str:
+    """The translated word for a stored code (status, step type, method …); codes stay neutral."""
+    code = getattr(value, "value", value)
+    return str(TERM_LABELS.get(code, code))
+
+
 @bp.app_context_processor
 def batch_labels():
-    return {"batch_status_label": lambda s: BATCH_STATUS_LABELS[BatchStatus(s)],
+    return {"term": term, "batch_status_label": lambda s: BATCH_STATUS_LABELS[BatchStatus(s)],
             "vial_status_label": lambda s: VIAL_STATUS_LABELS[VialStatus(s)],
             "eligibility_label": lambda s: ELIGIBILITY_LABELS[Eligibility(s)],
             "reagent_status_label": lambda s: REAGENT_STATUS_LABELS[ReagentStatus(s)],
