@@ -126,8 +126,9 @@ def fmt(value: Decimal | int | None) -> str:
     if isinstance(value, int):
         return str(value)
     normalized = value.normalize()
-    text = format(normalized, "f")
-    return text
+    if normalized.as_tuple().exponent < -4:  # a computed value (potency): show 4 decimals, judge exactly
+        normalized = value.quantize(Decimal("0.0001")).normalize()
+    return format(normalized, "f")
 
 
 def to_decimal(text: object) -> Decimal | None:
