@@ -260,3 +260,16 @@ def test_a_box_shows_its_grid_and_vials_can_be_moved_from_the_vial_page(db, lab,
                                                           "note": "Balance"})
     assert moved.status_code == 302
     assert "T1/R1/BX-9/B3" in client.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
+
+
+def test_the_batch_pages_and_field_errors_read_in_chinese(db, lab, login_as):
+    batch = lab.filled(vials=2)
+    client = login_as("technician")
+    client.post_form("/account/language", {"locale": "zh_CN", "next": "/"}, token_from="/")
+    page = client.get(f"/batches/{batch.id}").get_data(as_text=True)
+    assert "批生产记录" in page and "冻存管" in page
+    other = lab.batch("D-002")
+    response = client.post_form(f"/batches/{other.id}/passages/new", passage_form(other, 0, viability_percent="150"))
+    assert response.status_code == 422 and "须在 0 至 100 % 之间" in response.get_data(as_text=True)
+    pdf = client.get(f"/batches/{batch.id}/record.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
