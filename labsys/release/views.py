@@ -283,7 +283,7 @@ def correct(result_id: int):
     result = specs.get_or_404(QCResult, result_id)
     batch = _batch(result.batch_id)
     form = forms.CorrectionForm(obj=None if request.method == "POST" else result)
-    version = db.session.get(SpecificationVersion, result.spec_version_id)
+    version = db.session.get(SpecificationVersion, result.specification_version_id)
     _result_choices(form, version)
     if request.method == "GET":
         form.test_code.data = result.test_code
