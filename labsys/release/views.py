@@ -4,8 +4,6 @@ parse a form, call one service and render or redirect; a refused rule re-renders
 field errors (422) and the typed values kept."""
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
