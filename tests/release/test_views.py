@@ -13,7 +13,7 @@ from labsys.release.models import QCResult, ReleaseDecision, SpecStatus, Specifi
 
 from tests.conftest import DEMO_PASSWORD
 
-from .conftest import enter_results, passing_potency
+from .conftest import enter_results, enter_results_via_services, passing_potency
 
 
 def sign_fields(username: str, comment: str = "reviewed") -> dict:
@@ -22,7 +22,7 @@ def sign_fields(username: str, comment: str = "reviewed") -> dict:
 
 def test_qa_sees_every_rule_with_verdict_words_and_releases_a_passing_lot(lots, users, potency_runs, login_as, db):
     batch = lots.lot()
-    enter_results(users, batch)
+    enter_results_via_services(users, batch)
     passing_potency(potency_runs, batch)
     qa = login_as("qa")
     page = qa.get(f"/release/lots/{batch.id}").get_data(as_text=True)
