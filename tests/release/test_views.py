@@ -74,6 +74,18 @@ def test_rejecting_marks_vials_destroyed(lots, users, login_as, db):
     assert {v.status for v in db.session.get(Batch, batch.id).vials} == {VialStatus.DESTROYED}
 
 
+def test_deciding_a_lot_already_decided_is_a_clear_error(lots, login_as, db):
+    batch = lots.lot()
+    qa = login_as("qa")
+    url = f"/release/lots/{batch.id}/decide"
+    assert qa.post_form(url, {"decision": "reject", **sign_fields("qa", "no")},
+                        token_from=f"/release/lots/{batch.id}").status_code == 302
+    again = qa.post_form(url, {"decision": "reject", **sign_fields("qa", "again")}, token_from="/release/")
+    assert again.status_code == 409
+    assert "is not awaiting a QA decision (it is rejected)" in again.get_data(as_text=True)
+    assert db.session.scalar(select(func.count(ReleaseDecision.id))) == 1
+
+
 def test_technicians_cannot_open_the_qa_review(lots, login_as):
     batch = lots.lot()
     assert login_as("technician").get(f"/release/lots/{batch.id}").status_code == 403
