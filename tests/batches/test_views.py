@@ -3,6 +3,7 @@ verification, deviations, lists with search and pagination, the batch record and
 import datetime as dt
 import re
 
+import pytest
 from sqlalchemy import func, select
 
 from labsys.batches.models import Batch, Cord, Deviation, Donor, Passage, Vial
@@ -11,6 +12,13 @@ from labsys.timefmt import to_lab
 from .conftest import CLEAN
 
 DEMO_PASSWORD = "demo-password-for-tests"
+
+
+@pytest.fixture(params=["sqlite"])
+def engine_name(request):
+    """Pages are engine-independent: these run on SQLite only; every rule and constraint they
+    touch is exercised on both engines in test_services.py. This keeps the PostgreSQL leg short."""
+    return request.param
 
 
 def local(value: dt.datetime) -> str:
