@@ -17,6 +17,7 @@ FEATURES = [
     "labsys.auth",
     "labsys.main",
     "labsys.batches",
+    "labsys.release",
     "labsys.trial",
 ]
 
