@@ -20,3 +20,20 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Specifications"), "release.specifications", [Role.QA, Role.TECHNICIAN], order=420)
     add_panel(app, "release/_panel.html", [Role.QA, Role.TECHNICIAN], views.panel_context, order=400)
     add_demo_loader(app, load_demo_data, order=400)
+    from labsys.navigation import add_route_examples
+
+    add_route_examples(app, route_examples)
+
+
+def route_examples() -> dict[str, list]:
+    """Real values for the release pages' URL arguments (route walks), from the database."""
+    from sqlalchemy import select
+
+    from labsys.extensions import db
+    from labsys.release.models import QCResult, ResultAttachment, SpecificationVersion
+
+    def first_ids(model, n: int = 2) -> list[int]:
+        return list(db.session.scalars(select(model.id).order_by(model.id).limit(n)))
+
+    return {"result_id": first_ids(QCResult), "attachment_id": first_ids(ResultAttachment),
+            "version_id": first_ids(SpecificationVersion)}

@@ -44,8 +44,14 @@ def _load() -> None:
             continue
         entered = []
         for code, (value, unit) in DEMO_RESULTS.items():
+            attachment = None
+            if code == "VIABILITY":  # the cell counter's export, kept as raw data
+                attachment = results.Attachment(
+                    "NC200-viability-export.csv", "text/csv",
+                    b"sample,viable_cells_per_ml,viability_percent\nfill-1,4.9e6,93.2\nfill-2,4.8e6,92.8\n")
             entered.append(results.enter_result(tech, batch, results.ResultInput(
-                code, value, unit, "Demo Analyst", dt.date.today(), instrument="DEMO-INST")))
+                code, value, unit, "Demo Analyst", dt.date.today(), instrument="DEMO-INST",
+                attachment=attachment)))
         results.enter_result(tech, batch, results.ResultInput("STERILITY", None, None, "Demo Analyst",
                                                               dt.date.today(), pending=True))
         for result in entered:

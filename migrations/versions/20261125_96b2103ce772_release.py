@@ -2,7 +2,7 @@
 QA release decisions, recalls and trial lot selections (depends on the batches tables)
 
 Revision ID: 96b2103ce772
-Revises: f89df5cda7eb
+Revises: e0f0d1362d95
 Create Date: 2026-11-25 12:29:01.340532
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '96b2103ce772'
-down_revision = 'f89df5cda7eb'
+down_revision = 'e0f0d1362d95'
 branch_labels = None
 depends_on = None
 
