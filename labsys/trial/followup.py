@@ -23,9 +23,10 @@ from labsys.errors import ConcurrentChange, RuleViolation
 from labsys.extensions import db
 from labsys.trial import rules
 from labsys.trial.masking import arm_name, may_see_arm
-from labsys.trial.models import (AdverseEvent, InfusionOrder, OrderStatus, Patient, PreparationKind,
+from labsys.trial.models import (AdverseEvent, InfusionOrder, OrderStatus, Patient,
                                  Relatedness, Severity, Trial, VisitRecord, VisitStatus, VitalStatus)
-from labsys.trial.orders import active_order, administered_order
+from labsys.trial.orders import active_order, administered_order, preparation_of
+from labsys.trial.sealing import open_record, seal_record
 from labsys.trial.services import arm_of, patients
 
 def N_(text: str) -> str:
@@ -165,16 +166,28 @@ def report_adverse_event(user: User, patient: Patient, *, term: str, onset_date:
     if reasons:
         raise RuleViolation(_("The adverse event was not saved."), reasons)
     order = administered_order(patient)
-    cells = order is not None and order.preparation == PreparationKind.CELLS
+    preparation = preparation_of(order) if order is not None else None
+    link = ({"lot": preparation.lot_identifier, "vials": preparation.vial_identifiers}
+            if preparation is not None and preparation.is_cells else {"lot": None, "vials": []})
     with unit_of_work(actor_of(user), "trial.adverse_event"):
         event = AdverseEvent(patient_id=patient.id, term=term.strip(), onset_date=onset_date,
                              severity=Severity(severity), serious=bool(serious),
                              relatedness=Relatedness(relatedness), description=(description or "").strip() or None,
-                             lot_identifier=order.lot_identifier if cells else None,
-                             vial_identifier=order.vial_identifiers if cells else None,
+                             product_link_sealed=seal_record("ae_link", f"patient:{patient.id}", link),
                              reported_by_id=user.id, reported_at=utcnow())
         db.session.add(event)
     return event
+
+
+def product_link(event: AdverseEvent) -> tuple[str | None, list[str]]:
+    """(lot identifier, vial identifiers) the patient received before the event, unchecked."""
+    link = open_record("ae_link", f"patient:{event.patient_id}", event.product_link_sealed)
+    return link["lot"], list(link["vials"])
+
+
+def product_link_for(user: User, event: AdverseEvent) -> tuple[str | None, list[str]] | None:
+    """The product link for users who may see arms; ``None`` for masked users."""
+    return product_link(event) if may_see_arm(user, event.patient.trial) else None
 
 
 def adverse_events(patient: Patient | None = None) -> list[AdverseEvent]:
@@ -185,13 +198,15 @@ def adverse_events(patient: Patient | None = None) -> list[AdverseEvent]:
 
 
 def aes_for_lot(lot_identifier: str) -> list[AdverseEvent]:
-    """Adverse events of patients who received this lot (for the lot's page; unblinded view)."""
-    received = select(InfusionOrder.patient_id).where(
-        InfusionOrder.lot_identifier == lot_identifier, InfusionOrder.preparation == PreparationKind.CELLS,
-        InfusionOrder.status == OrderStatus.ADMINISTERED)
-    return list(db.session.scalars(select(AdverseEvent).where(
-        (AdverseEvent.lot_identifier == lot_identifier) | AdverseEvent.patient_id.in_(received))
-        .order_by(AdverseEvent.onset_date, AdverseEvent.id)))
+    """Adverse events of patients who received this lot (for the lot's page; unblinded view).
+    The custody feature calls this with a lot identifier."""
+    received = set()
+    for order in db.session.scalars(select(InfusionOrder).where(InfusionOrder.status == OrderStatus.ADMINISTERED)):
+        preparation = preparation_of(order)
+        if preparation is not None and preparation.is_cells and preparation.lot_identifier == lot_identifier:
+            received.add(order.patient_id)
+    return [event for event in adverse_events()
+            if event.patient_id in received or product_link(event)[0] == lot_identifier]
 
 
 # --- Summary ------------------------------------------------------------------------------------

@@ -86,6 +86,11 @@ class OrderForm(FlaskForm):
                               render_kw={"autofocus": True})
 
 
+class CancelOrderForm(FlaskForm):
+    reason = StringField(_l("Reason for cancelling"), validators=[DataRequired(message=_l("A reason is required.")),
+                                                                  Length(max=2000)])
+
+
 class PrepareCellsForm(SignatureFormMixin, FlaskForm):
     lot_identifier = StringField(_l("Lot identifier"), validators=[DataRequired(), Length(max=40)],
                                  render_kw={"autofocus": True})

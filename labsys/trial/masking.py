@@ -54,3 +54,10 @@ def register_template_helpers(app) -> None:
     app.jinja_env.globals["arm_label"] = lambda patient: arm_label_for(current_user, patient)
     app.jinja_env.globals["may_see_arm"] = lambda: may_see_arm(current_user)
     app.jinja_env.filters["arm_label"] = lambda patient: arm_label_for(current_user, patient)
+
+    def ae_product_link(event):
+        from labsys.trial.followup import product_link_for
+
+        return product_link_for(current_user, event)
+
+    app.jinja_env.globals["ae_product_link"] = ae_product_link

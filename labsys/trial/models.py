@@ -46,11 +46,6 @@ ORDER_TRANSITIONS = {
 }
 
 
-class PreparationKind(str, enum.Enum):
-    CELLS = "cells"
-    PLACEBO = "placebo"
-
-
 class VisitStatus(str, enum.Enum):
     DONE = "done"
     MISSED = "missed"
@@ -81,9 +76,10 @@ class Relatedness(str, enum.Enum):
 
 class Trial(Audited, db.Model):
     """One registered trial's configuration. The arm names are configuration shown only to
-    unblinded roles while the trial is masked."""
+    unblinded roles while the trial is masked (and masked in the audit trail)."""
 
     __tablename__ = "trials"
+    __audit_mask__ = ("control_arm_name", "msc_arm_name")
     __table_args__ = (
         CheckConstraint("age_min >= 18 AND age_min <= age_max", name="adult_age_range"),
         CheckConstraint("dose_tolerance > 0 AND dose_tolerance < 1", name="tolerance_fraction"),
@@ -230,11 +226,9 @@ class InfusionOrder(Audited, db.Model):
 
     __tablename__ = "trial_infusion_orders"
     __table_args__ = (
-        CheckConstraint("status NOT IN ('prepared', 'administered') OR (preparation IS NOT NULL AND prepared_at IS NOT NULL)",
-                        name="prepared_has_preparation"),
+        CheckConstraint("status NOT IN ('prepared', 'administered') OR "
+                        "(preparation_sealed IS NOT NULL AND prepared_at IS NOT NULL)", name="prepared_has_preparation"),
         CheckConstraint("status <> 'administered' OR administered_at IS NOT NULL", name="administered_has_time"),
-        CheckConstraint("preparation IS NULL OR preparation <> 'cells' OR "
-                        "(delivered_cells IS NOT NULL AND endotoxin_eu_per_kg IS NOT NULL)", name="cells_have_dose"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -246,20 +240,12 @@ class InfusionOrder(Audited, db.Model):
     ordered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     weight_kg: Mapped[Decimal] = mapped_column(Numeric(5, 1))
     target_cells: Mapped[int] = mapped_column(BigInteger)
-    # Preparation (pharmacist)
-    preparation: Mapped[PreparationKind | None] = mapped_column(enum_column(PreparationKind, "preparation_kind"))
+    # Preparation (pharmacist). What was prepared (cells or placebo, lot, vials, dose, endotoxin)
+    # reveals the arm, so it is sealed like the allocation list (see orders.preparation_of).
+    preparation_sealed: Mapped[str | None] = mapped_column(Text)
     prepared_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     prepared_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    lot_identifier: Mapped[str | None] = mapped_column(String(40))
-    vial_identifiers: Mapped[str | None] = mapped_column(Text)  # comma-separated
-    viable_cells_per_vial: Mapped[int | None] = mapped_column(BigInteger)
-    post_thaw_viability: Mapped[Decimal | None] = mapped_column(Numeric(4, 3))
-    vials_needed: Mapped[int | None] = mapped_column(Integer)
-    delivered_cells: Mapped[int | None] = mapped_column(BigInteger)
-    dose_ratio: Mapped[Decimal | None] = mapped_column(Numeric(6, 3))
-    endotoxin_eu_per_ml: Mapped[Decimal | None] = mapped_column(Numeric(8, 3))
     volume_ml: Mapped[Decimal | None] = mapped_column(Numeric(7, 1))
-    endotoxin_eu_per_kg: Mapped[Decimal | None] = mapped_column(Numeric(8, 4))
     # Administration (investigator)
     administered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     administered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
@@ -268,10 +254,6 @@ class InfusionOrder(Audited, db.Model):
 
     patient: Mapped[Patient] = relationship()
     ordered_by: Mapped[User] = relationship(foreign_keys=[ordered_by_id])
-
-    @property
-    def vial_list(self) -> list[str]:
-        return [v.strip() for v in (self.vial_identifiers or "").split(",") if v.strip()]
 
 
 class VisitRecord(Audited, db.Model):
@@ -299,7 +281,8 @@ class VisitRecord(Audited, db.Model):
 
 
 class AdverseEvent(Audited, db.Model):
-    """An adverse event, linked to the patient and (when given) to the vial and lot administered."""
+    """An adverse event, linked to the patient and (when cells were given) to the lot and vials
+    administered. The product link is sealed: an empty link would reveal the placebo arm."""
 
     __tablename__ = "trial_adverse_events"
 
@@ -310,8 +293,7 @@ class AdverseEvent(Audited, db.Model):
     severity: Mapped[Severity] = mapped_column(enum_column(Severity, "ae_severity"))
     serious: Mapped[bool] = mapped_column(Boolean, default=False)
     relatedness: Mapped[Relatedness] = mapped_column(enum_column(Relatedness, "ae_relatedness"))
-    lot_identifier: Mapped[str | None] = mapped_column(String(40), index=True)
-    vial_identifier: Mapped[str | None] = mapped_column(Text)
+    product_link_sealed: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     reported_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

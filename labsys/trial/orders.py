@@ -6,6 +6,7 @@ Lots and vials are referred to by their identifiers only (the batches feature ow
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
 from labsys.trial.i18n import _
@@ -21,8 +22,57 @@ from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.trial import rules
-from labsys.trial.models import ORDER_TRANSITIONS, InfusionOrder, OrderStatus, Patient, PreparationKind
+from labsys.trial.masking import may_see_arm
+from labsys.trial.models import ORDER_TRANSITIONS, InfusionOrder, OrderStatus, Patient
+from labsys.trial.sealing import open_record, seal_record
 from labsys.trial.services import arm_of
+
+
+CELLS = "cells"
+PLACEBO = "placebo"
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What the pharmacist prepared for an order. Stored sealed on the order: it reveals the arm."""
+
+    kind: str  # "cells" or "placebo"
+    lot_identifier: str  # the cell lot, or the placebo preparation's identifier
+    vial_identifiers: list[str] = field(default_factory=list)
+    viable_cells_per_vial: int | None = None
+    post_thaw_viability: Decimal | None = None
+    vials_needed: int | None = None
+    delivered_cells: int | None = None
+    dose_ratio: Decimal | None = None
+    endotoxin_eu_per_ml: Decimal | None = None
+    endotoxin_eu_per_kg: Decimal | None = None
+
+    @property
+    def is_cells(self) -> bool:
+        return self.kind == CELLS
+
+
+_DECIMALS = ("post_thaw_viability", "dose_ratio", "endotoxin_eu_per_ml", "endotoxin_eu_per_kg")
+
+
+def _seal_preparation(order: InfusionOrder, preparation: Preparation) -> str:
+    return seal_record("preparation", f"order:{order.id}", asdict(preparation))
+
+
+def preparation_of(order: InfusionOrder) -> Preparation | None:
+    """The unsealed preparation (unchecked: for services and the custody feature's rules)."""
+    if order.preparation_sealed is None:
+        return None
+    data = open_record("preparation", f"order:{order.id}", order.preparation_sealed)
+    for name in _DECIMALS:
+        if data.get(name) is not None:
+            data[name] = Decimal(data[name])
+    return Preparation(**data)
+
+
+def preparation_for(user: User, order: InfusionOrder) -> Preparation | None:
+    """The preparation for users who may see arms; ``None`` for masked users."""
+    return preparation_of(order) if may_see_arm(user, order.patient.trial) else None
 
 
 def get_order(order_id: int) -> InfusionOrder:
@@ -141,18 +191,13 @@ def prepare_cells(user: User, order: InfusionOrder, *, lot_identifier: str, vial
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
         with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
-            order.preparation = PreparationKind.CELLS
+            order.preparation_sealed = _seal_preparation(order, Preparation(
+                kind=CELLS, lot_identifier=lot_identifier.strip(), vial_identifiers=list(vial_identifiers),
+                viable_cells_per_vial=viable_cells_per_vial, post_thaw_viability=post_thaw_viability,
+                vials_needed=vials, delivered_cells=delivered, dose_ratio=dose.ratio,
+                endotoxin_eu_per_ml=endotoxin_eu_per_ml, endotoxin_eu_per_kg=eu_per_kg))
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
-            order.lot_identifier = lot_identifier.strip()
-            order.vial_identifiers = ",".join(vial_identifiers)
-            order.viable_cells_per_vial = viable_cells_per_vial
-            order.post_thaw_viability = post_thaw_viability
-            order.vials_needed = vials
-            order.delivered_cells = delivered
-            order.dose_ratio = dose.ratio
-            order.endotoxin_eu_per_ml = endotoxin_eu_per_ml
             order.volume_ml = volume_ml
-            order.endotoxin_eu_per_kg = eu_per_kg
             _move(order, OrderStatus.PREPARED)  # last: the table checks a prepared order is complete
             sign(check, order)
     except StaleDataError:
@@ -179,9 +224,9 @@ def prepare_placebo(user: User, order: InfusionOrder, *, placebo_identifier: str
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
         with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
-            order.preparation = PreparationKind.PLACEBO
+            order.preparation_sealed = _seal_preparation(order, Preparation(
+                kind=PLACEBO, lot_identifier=placebo_identifier.strip()))
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
-            order.lot_identifier = placebo_identifier.strip()
             order.volume_ml = volume_ml
             _move(order, OrderStatus.PREPARED)
             sign(check, order)
@@ -205,6 +250,18 @@ def record_administration(user: User, order: InfusionOrder, administered_at: dt.
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
     return order
+
+
+def dispensing_dose_checks(patient: Patient, delivered_cells: int, endotoxin_eu_per_ml: Decimal,
+                           volume_ml: Decimal) -> list[rules.RuleResult]:
+    """The dose and endotoxin rules for a dispensing screen (chain of custody): the dose against
+    the trial's target for the weight measured at enrolment, tolerance and cap, and endotoxin per
+    kg. Every rule is returned so the caller can show every failure."""
+    trial = patient.trial
+    target = rules.target_cells(trial.dose_cells_per_kg, patient.weight_kg)
+    dose = rules.check_dose(target, delivered_cells, trial.dose_tolerance, trial.max_dose_cells)
+    eu_per_kg = rules.endotoxin_eu_per_kg(endotoxin_eu_per_ml, volume_ml, patient.weight_kg)
+    return [*dose.results, rules.check_endotoxin(eu_per_kg, trial.endotoxin_limit_eu_per_kg)]
 
 
 def administered_order(patient: Patient) -> InfusionOrder | None:

@@ -58,3 +58,28 @@ def open_arm(trial_id: int, sequence: int, sealed: str) -> str:
     if int(seal_trial) != trial_id or int(seal_sequence) != sequence:
         raise SealBroken("the sealed arm belongs to another line of the list")
     return arm
+
+
+SEALED_RECORD_BLOCK = 512  # pad every sealed record to this size: both arms' records look alike
+
+
+def seal_record(kind: str, binding: str, data: dict) -> str:
+    """Seal arm-revealing details (a preparation, an AE's product link) so that neither the
+    value nor its length tells cells from placebo. ``binding`` ties it to its row."""
+    from labsys.db import canonical_json
+
+    plain = canonical_json({"kind": kind, "bind": binding, "data": data}).encode()
+    plain += b" " * (-len(plain) % SEALED_RECORD_BLOCK)
+    return _fernet().encrypt(plain).decode()
+
+
+def open_record(kind: str, binding: str, sealed: str) -> dict:
+    import json
+
+    try:
+        content = json.loads(_fernet().decrypt(sealed.encode()).decode())
+    except InvalidToken as error:
+        raise SealBroken("the sealed record cannot be opened with this key") from error
+    if content.get("kind") != kind or content.get("bind") != binding:
+        raise SealBroken("the sealed record belongs to another row")
+    return content["data"]

@@ -283,10 +283,19 @@ def update_screening(user: User, patient: Patient, values: dict[str, Any], reaso
     if patient.randomized:
         raise RuleViolation(_("The patient is randomized; the screening record is closed."))
     today = today or utcnow().date()
-    values = {"year_of_birth": patient.year_of_birth,
-              "age_years": None if patient.year_of_birth else patient.age_years, **values}
+    # Age and sex are identity, fixed at enrolment; the checklist, weight and consent may change.
+    values = {**values, "year_of_birth": patient.year_of_birth,
+              "age_years": None if patient.year_of_birth else patient.age_years}
     answers, age = _screening(patient.trial, values, today)
     status, _results = _eligibility(patient.trial, answers)
+    before = {"consent_date": patient.consent_date, "diagnosis_confirmed": patient.diagnosis_confirmed,
+              "weight_kg": patient.weight_kg, **{f"exclusion:{k}": v for k, v in patient.exclusions.items()}}
+    after = {"consent_date": answers.consent_date, "diagnosis_confirmed": answers.diagnosis_severe_viral_pneumonia,
+             "weight_kg": answers.weight_kg, **{f"exclusion:{k}": v for k, v in answers.exclusions_present.items()}}
+    corrected = [key for key, old in before.items() if old is not None and after.get(key) != old]
+    if corrected and not (reason or "").strip():
+        raise RuleViolation(_("Give a reason for changing an answer already recorded."),
+                            [_("Give a reason for changing an answer already recorded.")], field="reason")
     with unit_of_work(actor_of(user), "trial.screening_update", reason):
         patient.age_years = age
         patient.weight_kg = answers.weight_kg

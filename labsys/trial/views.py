@@ -304,7 +304,25 @@ def order_list():
 def order_detail(order_id: int):
     order = orders.get_order(order_id)
     return render_template("trial/order.html", order=order, patient=order.patient,
-                           signatures=signatures_for(order))
+                           signatures=signatures_for(order), cancel_form=forms.CancelOrderForm(),
+                           prep=orders.preparation_for(current_user, order))
+
+
+@bp.route("/orders/<int:order_id>/cancel", methods=["POST"])
+@allow(*STAFF)
+def order_cancel(order_id: int):
+    order = orders.get_order(order_id)
+    form = forms.CancelOrderForm()
+    if not form.validate_on_submit():
+        flash(_("Give a reason to cancel the order."), "danger")
+        return redirect(url_for("trial.order_detail", order_id=order.id))
+    try:
+        orders.cancel_order(current_user, order, form.reason.data)
+    except RuleViolation as refused:
+        flash(" ".join([refused.message, *refused.reasons]), "danger")
+    else:
+        flash(_("Order cancelled."), "success")
+    return redirect(url_for("trial.order_detail", order_id=order.id))
 
 
 @bp.route("/orders/<int:order_id>/prepare", methods=["GET", "POST"])

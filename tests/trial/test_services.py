@@ -298,12 +298,15 @@ def test_cell_preparation_checks_dose_and_endotoxin_then_links_aes_to_the_lot(db
     orders.prepare_cells(pharmacist, order, lot_identifier="LOT1", vial_identifiers=["V1", "V2", "V3", "V4"],
                          viable_cells_per_vial=20_000_000, post_thaw_viability=None,
                          endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=sign_dispensed)
-    assert order.delivered_cells == 80_000_000 and order.dose_ratio == Decimal("1.143")
+    preparation = orders.preparation_of(order)
+    assert preparation.delivered_cells == 80_000_000 and preparation.dose_ratio == Decimal("1.143")
+    assert orders.preparation_for(investigator, order) is None and orders.preparation_for(pharmacist, order) == preparation
     orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
                                  SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
     event = followup.report_adverse_event(investigator, patient, term="Fever", onset_date=dt.date.today(),
                                           severity="mild", serious=False, relatedness="possible")
-    assert event.lot_identifier == "LOT1" and event.vial_identifier == "V1,V2,V3,V4"
+    assert followup.product_link(event) == ("LOT1", ["V1", "V2", "V3", "V4"])
+    assert followup.product_link_for(investigator, event) is None
     assert followup.aes_for_lot("LOT1") == [event] and followup.aes_for_lot("LOT2") == []
 
 
@@ -316,7 +319,7 @@ def test_a_control_patient_under_masking_gets_the_matching_placebo(db, trial, en
                              viable_cells_per_vial=20_000_000, post_thaw_viability=None,
                              endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=check)
     orders.prepare_placebo(pharmacist, order, placebo_identifier="PL-1", volume_ml=Decimal("100"), check=check)
-    assert order.status == OrderStatus.PREPARED and order.preparation.value == "placebo"
+    assert order.status == OrderStatus.PREPARED and orders.preparation_of(order).kind == "placebo"
     assert services.dispensing_arm_check(patient, patient.kit_number).passed
     assert not services.dispensing_arm_check(patient, "K-000000").passed
 
@@ -353,3 +356,61 @@ def test_overdue_visits_show_as_missed(db, trial, enrol, pharmacist):
     services.randomize_patient(pharmacist, patient)
     statuses = {v.study_day: v.status for v in followup.schedule(patient, today=dt.date.today() + dt.timedelta(days=20))}
     assert statuses[3] == "missed" and statuses[90] == "planned"
+
+
+def test_changing_an_answered_screening_item_needs_a_reason(db, trial, enrol, investigator):
+    patient = enrol(trial, diagnosis_confirmed="")
+    services.update_screening(investigator, patient, screening_values(trial, "x"), reason=None)  # completing
+    assert patient.eligibility == EligibilityStatus.ELIGIBLE and patient.age_years == 45
+    with pytest.raises(RuleViolation) as refused:
+        services.update_screening(investigator, patient, screening_values(trial, "x", weight_kg=Decimal("71")), None)
+    assert refused.value.field == "reason"
+    services.update_screening(investigator, patient, screening_values(trial, "x", weight_kg=Decimal("71")),
+                              "re-weighed on calibrated scale")
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "trial.screening_update")
+                              .order_by(AuditEntry.seq.desc()).limit(1))
+    assert entry.reason == "re-weighed on calibrated scale"
+    assert json.loads(entry.old_values)["weight_kg"] == "70.0" and json.loads(entry.new_values)["weight_kg"] == "71"
+
+
+def test_dispensing_dose_checks_report_every_rule(db, trial, enrol, pharmacist):
+    patient = enrol(trial)
+    results = orders.dispensing_dose_checks(patient, 90_000_000, Decimal("5"), Decimal("100"))
+    assert {r.name: r.passed for r in results} == {"dose_tolerance": False, "dose_cap": True,
+                                                    "endotoxin_per_kg": False}
+
+
+def test_cancelling_an_order_needs_a_reason_and_frees_the_patient_for_a_new_order(db, trial, enrol, pharmacist, investigator):
+    patient = enrol(trial)
+    services.randomize_patient(pharmacist, patient)
+    order = orders.order_infusion(investigator, patient, dt.date.today())
+    with pytest.raises(RuleViolation):
+        orders.cancel_order(investigator, order, "")
+    orders.cancel_order(investigator, order, "patient transferred to ICU, infusion postponed")
+    assert order.status == OrderStatus.CANCELLED
+    assert orders.order_infusion(investigator, patient, dt.date.today()).status == OrderStatus.OPEN
+
+
+def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trail(db, trial, enrol, pharmacist, investigator):
+    """Cells and placebo leave sealed records of equal length; no audit value names either."""
+    sealed = {}
+    for arm in ("msc", "control"):
+        patient = _randomized_in(trial, enrol, pharmacist, arm)
+        order = orders.order_infusion(investigator, patient, dt.date.today())
+        check = SignatureCheck(pharmacist, SignatureMeaning.DISPENSED, None)
+        if arm == "msc":
+            orders.prepare_cells(pharmacist, order, lot_identifier="LOT-SECRET",
+                                 vial_identifiers=[f"VIAL-SECRET-{n}" for n in range(4)],
+                                 viable_cells_per_vial=20_000_000, post_thaw_viability=None,
+                                 endotoxin_eu_per_ml=Decimal("0.5"), volume_ml=Decimal("100"), check=check)
+        else:
+            orders.prepare_placebo(pharmacist, order, placebo_identifier="PL-SECRET", volume_ml=Decimal("100"), check=check)
+        orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
+                                     SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
+        event = followup.report_adverse_event(investigator, patient, term="Headache", onset_date=dt.date.today(),
+                                              severity="mild", serious=False, relatedness="unlikely")
+        sealed[arm] = (len(order.preparation_sealed), len(event.product_link_sealed))
+    assert sealed["msc"] == sealed["control"]
+    trail = " ".join((e.new_values or "") + (e.old_values or "") for e in db.session.scalars(select(AuditEntry)))
+    for secret in ("LOT-SECRET", "PL-SECRET", "VIAL-SECRET", "placebo", '"cells"', *ARM_NAMES):
+        assert secret not in trail

@@ -60,14 +60,10 @@ def _urls_for_every_get_route(app, trial):
     return urls
 
 
-@pytest.mark.parametrize("username", ["investigator", "qa"])
+@pytest.mark.parametrize("username", ["investigator", "qa", "admin", "technician"])
 def test_masked_users_never_see_an_arm_on_any_route(app, demo_trial, login_as, username):
     client = login_as(username)
     urls = _urls_for_every_get_route(app, demo_trial)
-    if username == "qa":
-        # The foundation's audit trail (QA/admin) shows trial records' audited values, including the
-        # configured arm names and preparation details; masking it is outside this feature (see report).
-        urls = [u for u in urls if not u.startswith("/audit/")]
     assert any("/trial/patients/" in u for u in urls) and any("/api/trial/" in u for u in urls)
     ok = 0
     for url in urls:
@@ -76,7 +72,7 @@ def test_masked_users_never_see_an_arm_on_any_route(app, demo_trial, login_as, u
         assert not ARM_PATTERN.search(body), f"{url} shows an arm to {username}"
         assert '"arm"' not in body, url
         ok += response.status_code == 200
-    assert ok > 20 if username == "investigator" else ok > 3
+    assert ok > 20 if username == "investigator" else ok > 2
 
 
 def test_the_pharmacist_sees_the_arms_the_walk_hides(app, demo_trial, login_as):
@@ -209,3 +205,23 @@ def test_trial_pages_render_in_simplified_chinese_and_stay_masked(app, demo_tria
     assert not ARM_PATTERN.search(body)
     summary = client.get("/trial/summary").get_data(as_text=True)
     assert "试验汇总" in summary and "氧合指数" in summary
+
+
+def test_the_patient_api_answers_json_and_hides_the_arm_from_masked_users(app, demo_trial, login_as):
+    client = login_as("investigator")
+    missing = client.get("/api/trial/patients/P-999")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "NotFound"
+    patient = next(p for p in services.patients(demo_trial) if p.randomized)
+    body = client.get(f"/api/trial/patients/{patient.kit_number}").get_json()
+    assert body["study_id"] == patient.study_id and "arm" not in body
+
+
+def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, login_as, db):
+    order = orders.open_orders()[0]
+    client = login_as("investigator")
+    url = f"/trial/orders/{order.id}"
+    assert client.post_form(f"{url}/cancel", {"reason": ""}, token_from=url).status_code == 302
+    assert db.session.get(InfusionOrder, order.id).status.value == "open"
+    client.post_form(f"{url}/cancel", {"reason": "Patient withdrew consent"}, token_from=url)
+    db.session.expire_all()
+    assert db.session.get(InfusionOrder, order.id).status.value == "cancelled"

@@ -1,8 +1,8 @@
 """trial
 
-Revision ID: fa561b6be0a3
-Revises: c39111fc1e39
-Create Date: 2026-11-25 12:17:36.246423
+Revision ID: e0f0d1362d95
+Revises: 714283c4ea32
+Create Date: 2026-11-25 12:25:47.219226
 
 """
 from alembic import op
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'fa561b6be0a3'
-down_revision = 'c39111fc1e39'
+revision = 'e0f0d1362d95'
+down_revision = '714283c4ea32'
 branch_labels = None
 depends_on = None
 
@@ -97,8 +97,7 @@ def upgrade():
     sa.Column('severity', sa.Enum('mild', 'moderate', 'severe', 'life_threatening', 'fatal', name='ae_severity', native_enum=False, create_constraint=True, length=40), nullable=False),
     sa.Column('serious', sa.Boolean(), nullable=False),
     sa.Column('relatedness', sa.Enum('unrelated', 'unlikely', 'possible', 'probable', 'definite', name='ae_relatedness', native_enum=False, create_constraint=True, length=40), nullable=False),
-    sa.Column('lot_identifier', sa.String(length=40), nullable=True),
-    sa.Column('vial_identifier', sa.Text(), nullable=True),
+    sa.Column('product_link_sealed', sa.Text(), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
     sa.Column('reported_by_id', sa.Integer(), nullable=False),
     sa.Column('reported_at', sa.DateTime(timezone=True), nullable=False),
@@ -107,7 +106,6 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_trial_adverse_events'))
     )
     with op.batch_alter_table('trial_adverse_events', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_trial_adverse_events_lot_identifier'), ['lot_identifier'], unique=False)
         batch_op.create_index(batch_op.f('ix_trial_adverse_events_patient_id'), ['patient_id'], unique=False)
 
     op.create_table('trial_allocation_entries',
@@ -138,25 +136,15 @@ def upgrade():
     sa.Column('ordered_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('weight_kg', sa.Numeric(precision=5, scale=1), nullable=False),
     sa.Column('target_cells', sa.BigInteger(), nullable=False),
-    sa.Column('preparation', sa.Enum('cells', 'placebo', name='preparation_kind', native_enum=False, create_constraint=True, length=40), nullable=True),
+    sa.Column('preparation_sealed', sa.Text(), nullable=True),
     sa.Column('prepared_by_id', sa.Integer(), nullable=True),
     sa.Column('prepared_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('lot_identifier', sa.String(length=40), nullable=True),
-    sa.Column('vial_identifiers', sa.Text(), nullable=True),
-    sa.Column('viable_cells_per_vial', sa.BigInteger(), nullable=True),
-    sa.Column('post_thaw_viability', sa.Numeric(precision=4, scale=3), nullable=True),
-    sa.Column('vials_needed', sa.Integer(), nullable=True),
-    sa.Column('delivered_cells', sa.BigInteger(), nullable=True),
-    sa.Column('dose_ratio', sa.Numeric(precision=6, scale=3), nullable=True),
-    sa.Column('endotoxin_eu_per_ml', sa.Numeric(precision=8, scale=3), nullable=True),
     sa.Column('volume_ml', sa.Numeric(precision=7, scale=1), nullable=True),
-    sa.Column('endotoxin_eu_per_kg', sa.Numeric(precision=8, scale=4), nullable=True),
     sa.Column('administered_by_id', sa.Integer(), nullable=True),
     sa.Column('administered_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.CheckConstraint("preparation IS NULL OR preparation <> 'cells' OR (delivered_cells IS NOT NULL AND endotoxin_eu_per_kg IS NOT NULL)", name=op.f('ck_trial_infusion_orders_cells_have_dose')),
     sa.CheckConstraint("status <> 'administered' OR administered_at IS NOT NULL", name=op.f('ck_trial_infusion_orders_administered_has_time')),
-    sa.CheckConstraint("status NOT IN ('prepared', 'administered') OR (preparation IS NOT NULL AND prepared_at IS NOT NULL)", name=op.f('ck_trial_infusion_orders_prepared_has_preparation')),
+    sa.CheckConstraint("status NOT IN ('prepared', 'administered') OR (preparation_sealed IS NOT NULL AND prepared_at IS NOT NULL)", name=op.f('ck_trial_infusion_orders_prepared_has_preparation')),
     sa.ForeignKeyConstraint(['administered_by_id'], ['users.id'], name=op.f('fk_trial_infusion_orders_administered_by_id_users')),
     sa.ForeignKeyConstraint(['ordered_by_id'], ['users.id'], name=op.f('fk_trial_infusion_orders_ordered_by_id_users')),
     sa.ForeignKeyConstraint(['patient_id'], ['trial_patients.id'], name=op.f('fk_trial_infusion_orders_patient_id_trial_patients')),
@@ -226,7 +214,6 @@ def downgrade():
     op.drop_table('trial_allocation_entries')
     with op.batch_alter_table('trial_adverse_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_trial_adverse_events_patient_id'))
-        batch_op.drop_index(batch_op.f('ix_trial_adverse_events_lot_identifier'))
 
     op.drop_table('trial_adverse_events')
     with op.batch_alter_table('trial_patients', schema=None) as batch_op:
