@@ -18,6 +18,7 @@ FEATURES = [
     "labsys.main",
     "labsys.trial",
     "labsys.batches",
+    "labsys.release",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
