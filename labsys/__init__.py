@@ -19,6 +19,7 @@ FEATURES = [
     "labsys.trial",
     "labsys.batches",
     "labsys.release",
+    "labsys.chain_of_custody",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -1,0 +1,24 @@
+"""Chain of custody: custody events, allocation, thaw, scan-to-dispense with a witness, the
+JSON scanning API, wristbands and the chain-of-custody certificate."""
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from flask_babel import lazy_gettext as _l
+
+    from labsys.auth.roles import Role
+    from labsys.chain_of_custody import models  # noqa: F401  (adds the custody columns to vial_events)
+    from labsys.chain_of_custody import api, services, views
+    from labsys.navigation import add_nav
+    from labsys.release.hooks import register_patient_lookup
+
+    value = os.environ.get("LABSYS_THAW_HOLD_MINUTES")
+    app.config.setdefault("THAW_HOLD_MINUTES", int(value) if value else 60)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    add_nav(app, _l("Pharmacy"), "custody.pharmacy", [Role.PHARMACIST], order=600)
+    register_patient_lookup(app, services.patients_of_vials)
