@@ -83,3 +83,34 @@ def patient_in_arm(trial, users):
         return patient
 
     return _make
+
+
+@pytest.fixture
+def ready(users, released_lot, patient_in_arm):
+    """ready(thaw=True) -> (lot, patient, order, vials): a lot of 6 vials, an MSC patient of 70 kg
+    (35e6 cells → 4 vials) with the proposed vials allocated and, by default, thawed."""
+    from labsys.chain_of_custody import services
+
+    def _make(thaw: bool = True):
+        lot = released_lot()
+        patient = patient_in_arm()
+        order = trial_orders.active_order(patient)
+        proposal = services.propose_vials(order)
+        services.allocate(users["pharmacist"], order, [v.identifier for v in proposal.vials])
+        if thaw:
+            for vial in proposal.vials:
+                services.thaw(users["pharmacist"], vial)
+        return lot, patient, order, proposal.vials
+
+    return _make
+
+
+@pytest.fixture
+def api_token(users):
+    from labsys.auth.services import create_api_token
+
+    def _make(username: str) -> dict:
+        _token, secret = create_api_token(users[username], "test scanner")
+        return {"Authorization": f"Bearer {secret}"}
+
+    return _make
