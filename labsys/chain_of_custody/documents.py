@@ -1,7 +1,10 @@
 """Wristband label and chain-of-custody certificate (WeasyPrint PDFs with signed QR codes)."""
 from __future__ import annotations
 
+import re
+
 from flask import current_app
+from markupsafe import Markup
 
 from labsys.auth.signatures import signatures_for
 from labsys.chain_of_custody import services
@@ -12,10 +15,11 @@ from labsys.trial.masking import arm_name, may_see_arm, trial_is_masked
 from labsys.trial.models import InfusionOrder, Patient
 
 WRISTBAND_CSS = """
-@page { size: 100mm 30mm; margin: 2mm; }
-.band { display: flex; align-items: center; gap: 3mm; }
-.band svg { width: 25mm; height: 25mm; }
-.band .text { font-size: 9pt; line-height: 1.35; }
+@page { size: 110mm 34mm; margin: 2mm; }
+table.band, table.band td { border: 0; padding: 0; }
+table.band td.code { width: 29mm; }
+table.band td.code svg { display: block; width: 28mm; height: 28mm; }
+table.band td.text { font-size: 8.5pt; line-height: 1.3; vertical-align: middle; padding-left: 2mm; }
 """
 
 CERTIFICATE_CSS = """
@@ -29,11 +33,18 @@ table { margin: 2mm 0 4mm; font-size: 8.5pt; }
 """
 
 
+def sized_qr(payload: str, size: str) -> Markup:
+    """A vector QR code with its printed size set on the <svg> element itself."""
+    svg = str(qr_svg(payload))
+    svg = re.sub(r'^<svg width="[^"]+" height="[^"]+"', f'<svg width="{size}" height="{size}"', svg, count=1)
+    return Markup(svg)
+
+
 def wristband_pdf(patient: Patient) -> bytes:
     """The patient's wristband: signed QR (kind patient; study ID and kit number), no arm, no name."""
     payload = services.patient_payload(patient)
     return render_pdf("chain_of_custody/pdf/wristband.html", extra_css=WRISTBAND_CSS, patient=patient,
-                      qr=qr_svg(payload, border=4), payload=payload)
+                      qr=sized_qr(payload, "28mm"), payload=payload)
 
 
 def certificate_context(dispensing, viewer) -> dict:
@@ -53,7 +64,7 @@ def certificate_context(dispensing, viewer) -> dict:
         decision = decision_of(vial.batch)
         vials.append({"vial": vial, "lot": vial.batch.identifier,
                       "release_reference": decision.certificate_number if decision else "—",
-                      "qr": qr_svg(services.vial_payload(vial), box_size=6), "events": services.timeline(vial)})
+                      "qr": sized_qr(services.vial_payload(vial), "26mm"), "events": services.timeline(vial)})
     signatures = signatures_for(dispensing)
     from labsys.chain_of_custody.models import Administration
     from sqlalchemy import select
@@ -61,7 +72,7 @@ def certificate_context(dispensing, viewer) -> dict:
     administration = db.session.scalar(select(Administration).where(Administration.dispensing_id == dispensing.id))
     payload = services.dispensing_payload(dispensing)
     return {"dispensing": dispensing, "order": order, "patient": patient, "arm": arm, "vials": vials,
-            "signatures": signatures, "checks": services.checks_of(dispensing), "qr": qr_svg(payload),
+            "signatures": signatures, "checks": services.checks_of(dispensing), "qr": sized_qr(payload, "34mm"),
             "payload": payload, "administration": administration,
             "administration_signatures": signatures_for(administration) if administration else [],
             "lab_timezone": current_app.config.get("LAB_TIMEZONE")}
