@@ -20,5 +20,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("THAW_HOLD_MINUTES", int(value) if value else 60)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(views.bedside)
     add_nav(app, _l("Pharmacy"), "custody.pharmacy", [Role.PHARMACIST], order=600)
+    add_nav(app, _l("Bedside"), "bedside.index", [Role.INVESTIGATOR], order=610)
     register_patient_lookup(app, services.patients_of_vials)

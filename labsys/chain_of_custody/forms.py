@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, PasswordField, StringField, TextAreaField
+from wtforms import DateTimeLocalField, HiddenField, PasswordField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from labsys.auth.forms import SignatureFormMixin
@@ -31,3 +31,15 @@ class DispenseForm(SignatureFormMixin, FlaskForm):
     witness_password = PasswordField(_l("Witness password"),
                                      validators=[DataRequired(message=_l("The witness enters their password."))],
                                      render_kw={"autocomplete": "off"})
+
+
+class AdministerForm(SignatureFormMixin, FlaskForm):
+    wristband = StringField(_l("Scan the wristband"), validators=[Optional(), Length(max=400)],
+                            render_kw={"autofocus": True, "autocomplete": "off"})
+    vials = TextAreaField(_l("Scan each vial (one code a line)"), validators=[Optional(), Length(max=20000)])
+    override_reason = TextAreaField(_l("Override reason (only when a scan is impossible)"),
+                                    validators=[Optional(), Length(max=2000)])
+    infusion_start = DateTimeLocalField(_l("Infusion started at"), format="%Y-%m-%dT%H:%M",
+                                        validators=[DataRequired(message=_l("Enter the start time."))])
+    infusion_stop = DateTimeLocalField(_l("Infusion stopped at"), format="%Y-%m-%dT%H:%M",
+                                       validators=[DataRequired(message=_l("Enter the stop time."))])

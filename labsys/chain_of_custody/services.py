@@ -597,3 +597,93 @@ def thawed_vials() -> list[Vial]:
 
 def checks_of(dispensing: Dispensing) -> list[dict]:
     return list(json.loads(dispensing.checks_json))
+
+
+# ---------------------------------------------------------------- administration
+def administration_of(dispensing: Dispensing):
+    from labsys.chain_of_custody.models import Administration
+
+    return db.session.scalar(select(Administration).where(Administration.dispensing_id == dispensing.id))
+
+
+def administer(user: User, dispensing: Dispensing, check: SignatureCheck, wristband_code: str | None,
+               vial_codes: Sequence[str], infusion_start: dt.datetime | None, infusion_stop: dt.datetime | None,
+               override_reason: str | None = None, now: dt.datetime | None = None):
+    """Record the bedside administration: the wristband and every vial scanned (or an override
+    reason when a scan is impossible; a scan that names another patient or vial is always
+    refused), infusion start and stop, the investigator's signature (administered). The vials
+    move to administered and the trial order to administered in one unit of work."""
+    from labsys.chain_of_custody.models import Administration
+    from labsys.trial import orders as trial_orders
+
+    require_role(user, Role.INVESTIGATOR)
+    if check.signer.id != user.id or check.meaning != SignatureMeaning.ADMINISTERED:
+        raise RuleViolation(_("The administering investigator signs (meaning: administered)."))
+    now = now or utcnow()
+    override = (override_reason or "").strip() or None
+    problems: list[tuple[str, str]] = []
+    if administration_of(dispensing) is not None:
+        raise InvalidTransition(_("This dispensing is already administered."))
+    patient = db.session.get(Patient, dispensing.patient_id)
+    wristband_ok = False
+    if wristband_code and wristband_code.strip():
+        scanned, found = scan_patient(wristband_code.strip())
+        if found is None or found.id != patient.id:
+            problems.append(("wristband", _("The wristband does not belong to kit %(kit)s: do not administer.",
+                                            kit=dispensing.kit_number)))
+        else:
+            wristband_ok = True
+    expected = set(dispensing.vial_list)
+    seen = set()
+    for code in [c for c in vial_codes if c and c.strip()]:
+        item, vial = scan_vial(code.strip(), now)
+        if vial is None or vial.identifier not in expected:
+            problems.append(("vials", _("%(v)s is not a vial of dispensing %(n)s: do not administer.",
+                                        v=item.identifier or _("unreadable code"), n=dispensing.number)))
+        else:
+            seen.add(vial.identifier)
+    product_ok = seen == expected
+    if not (wristband_ok and product_ok) and not override:
+        missing = sorted(expected - seen)
+        if not wristband_ok:
+            problems.append(("override_reason", _("Scan the wristband or record why it cannot be scanned.")))
+        if missing:
+            problems.append(("override_reason", _("Not scanned: %(v)s. Scan them or record an override reason.",
+                                                  v=", ".join(missing))))
+    if infusion_start is None:
+        problems.append(("infusion_start", _("Enter the infusion start time.")))
+    if infusion_stop is None:
+        problems.append(("infusion_stop", _("Enter the infusion stop time.")))
+    if infusion_start and infusion_stop:
+        if infusion_stop < infusion_start:
+            problems.append(("infusion_stop", _("The infusion stops before it starts.")))
+        if infusion_stop > now + dt.timedelta(minutes=1):
+            problems.append(("infusion_stop", _("The infusion stop time is in the future.")))
+        if infusion_start < dispensing.dispensed_at.replace(second=0, microsecond=0):
+            problems.append(("infusion_start", _("The infusion starts before the product was dispensed.")))
+    if problems:
+        error = RuleViolation(_("The administration was not recorded."), [m for _f, m in problems],
+                              field=problems[0][0])
+        error.problems = problems  # type: ignore[attr-defined]
+        raise error
+    actor = actor_of(user)
+    order = db.session.get(InfusionOrder, dispensing.order_id)
+    try:
+        with unit_of_work(actor, "custody.administer", override), db.session.no_autoflush:
+            for vial in vials_of_dispensing(dispensing):
+                custody_event(actor, vial, CustodyEventType.ADMINISTERED, VialStatus.ADMINISTERED, order=order,
+                              from_location=_("kit %(kit)s", kit=dispensing.kit_number), to_location=_("patient"),
+                              note=override)
+            administration = Administration(dispensing_id=dispensing.id, administered_by_id=user.id,
+                                            infusion_start=infusion_start, infusion_stop=infusion_stop,
+                                            wristband_scanned=wristband_ok, product_scanned=product_ok,
+                                            override_reason=override, recorded_at=utcnow())
+            db.session.add(administration)
+            if order is not None and OrderStatus(order.status) == OrderStatus.PREPARED:
+                order.administered_by_id, order.administered_at = user.id, infusion_start
+                trial_orders._move(order, OrderStatus.ADMINISTERED)
+            db.session.flush()
+            sign(check, administration)
+    except StaleDataError:
+        raise ConcurrentChange(_("The vials or the order changed meanwhile; reload and try again."))
+    return administration

@@ -180,3 +180,46 @@ def certificate(dispensing_id: int):
     pdf = certificate_pdf(record, current_user)
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="{record.number}.pdf"'})
+
+
+bedside = Blueprint("bedside", __name__, url_prefix="/bedside")
+
+
+@bedside.route("/")
+@allow(Role.INVESTIGATOR)
+def index():
+    waiting = [d for d in services.dispensings() if services.administration_of(d) is None]
+    return render_template("chain_of_custody/bedside.html", waiting=waiting)
+
+
+@bedside.route("/dispensings/<int:dispensing_id>/administer", methods=["GET", "POST"])
+@allow(Role.INVESTIGATOR)
+def administer(dispensing_id: int):
+    from labsys.chain_of_custody.forms import AdministerForm
+    from labsys.timefmt import parse_lab_datetime
+
+    record = services.get_dispensing(dispensing_id)
+    form = AdministerForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.validate_on_submit():
+            try:
+                check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
+                                            SignatureMeaning.ADMINISTERED, form.sign_comment.data)
+            except SignatureRefused as error:
+                form.sign_password.errors = [error.message, *error.reasons]
+                status = 403
+            else:
+                try:
+                    services.administer(current_user, record, check, form.wristband.data,
+                                        (form.vials.data or "").split(), parse_lab_datetime(form.infusion_start.data),
+                                        parse_lab_datetime(form.infusion_stop.data), form.override_reason.data)
+                except RuleViolation as error:
+                    for field, message in getattr(error, "problems", [(error.field or "vials", error.message)]):
+                        getattr(form, field, form.vials).errors = [*getattr(form, field, form.vials).errors, message]
+                else:
+                    flash(_("Administration of %(n)s recorded.", n=record.number), "success")
+                    return redirect(url_for("custody.dispensing", dispensing_id=record.id))
+    return render_template("chain_of_custody/administer.html", form=form, dispensing=record,
+                           administration=services.administration_of(record)), status
