@@ -23,4 +23,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(views.bedside)
     add_nav(app, _l("Pharmacy"), "custody.pharmacy", [Role.PHARMACIST], order=600)
     add_nav(app, _l("Bedside"), "bedside.index", [Role.INVESTIGATOR], order=610)
+    add_nav(app, _l("Accountability"), "custody.accountability", [Role.PHARMACIST, Role.QA], order=620)
     register_patient_lookup(app, services.patients_of_vials)

@@ -223,3 +223,31 @@ def administer(dispensing_id: int):
                     return redirect(url_for("custody.dispensing", dispensing_id=record.id))
     return render_template("chain_of_custody/administer.html", form=form, dispensing=record,
                            administration=services.administration_of(record)), status
+
+
+@bp.route("/accountability")
+@allow(Role.PHARMACIST, Role.QA)
+def accountability():
+    from labsys.chain_of_custody import accountability as acc
+
+    return render_template("chain_of_custody/accountability.html", accounts=[acc.account_for(b) for b in acc.lots()])
+
+
+@bp.route("/accountability/<int:batch_id>.<fmt>")
+@allow(Role.PHARMACIST, Role.QA)
+def accountability_export(batch_id: int, fmt: str):
+    from labsys.batches.models import Batch
+    from labsys.chain_of_custody import accountability as acc
+    from labsys.documents.pdf import render_pdf
+
+    batch = db.session.get(Batch, batch_id)
+    if batch is None or fmt not in ("csv", "pdf"):
+        raise NotFound(_("There is no such lot report."))
+    account = acc.account_for(batch)
+    if fmt == "csv":
+        return Response(acc.account_csv(account), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="accountability-{batch.identifier}.csv"'})
+    pdf = render_pdf("chain_of_custody/pdf/accountability.html", account=account,
+                     lab_timezone=current_app.config.get("LAB_TIMEZONE"))
+    return Response(pdf, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="accountability-{batch.identifier}.pdf"'})
