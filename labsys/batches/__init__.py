@@ -24,7 +24,7 @@ _CASTS = {"CORD_TRANSPORT_MIN_C": float, "CORD_TRANSPORT_MAX_C": float}
 
 def init_app(app: Flask) -> None:
     from labsys.auth.roles import Role
-    from labsys.batches import cli, views
+    from labsys.batches import cli, donor_views, quality_views, storage_views, views  # noqa: F401 (routes)
     from labsys.batches.demo import load_demo_data
     from labsys.navigation import add_demo_loader, add_nav, add_panel
 

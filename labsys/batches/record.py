@@ -47,7 +47,9 @@ def growth_chart_svg(points: list[tuple[float, float, int]], width: int = 560, h
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{y_value:.1f}</text>')
         x_value = max_x * i / 4
         x = sx(x_value)
-        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle">{x_value:.0f}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle">'
+                     f'{x_value:.0f}</text>' if max_x >= 8 else
+                     f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle">{x_value:.1f}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" font-size="12" text-anchor="middle">{escape(x_label)}</text>')
     parts.append(f'<text x="14" y="{top + plot_h / 2:.0f}" font-size="12" text-anchor="middle" '
                  f'transform="rotate(-90 14 {top + plot_h / 2:.0f})">{escape(y_label)}</text>')
@@ -62,21 +64,30 @@ def growth_chart_svg(points: list[tuple[float, float, int]], width: int = 560, h
     return Markup("".join(parts))
 
 
-def audit_entries_of(batch: Batch, limit: int = 500) -> list[AuditEntry]:
-    """Audit entries of the batch and the records that make it up."""
-    passage_ids = [str(p.id) for p in batch.passages]
-    step_ids = [str(s.id) for s in batch.steps]
-    vial_ids = [str(v.id) for v in batch.vials]
-    deviation_ids = [str(d.id) for d in deviations_of(batch)]
+def audit_entries_of(batch: Batch, limit: int = 1000) -> list[AuditEntry]:
+    """Audit entries of the batch and the records that make it up.
+
+    Creation entries are matched on the record's id or batch id in their new values as well as
+    on ``entity_id`` (the audit flush listener may record a new row before its identity is set)."""
+    def created(table: str, key: str, value: int):
+        return ((AuditEntry.entity_type == table) & AuditEntry.entity_id.is_(None)
+                & or_(AuditEntry.new_values.like(f'%"{key}":{value},%'), AuditEntry.new_values.like(f'%"{key}":{value}}}')))
+
+    def changed(table: str, ids: list[int]):
+        return (AuditEntry.entity_type == table) & AuditEntry.entity_id.in_([str(i) for i in ids])
+
     conditions = [
+        changed("batches", [batch.id]), created("batches", "id", batch.id),
+        changed("cords", [batch.cord_id]), created("cords", "id", batch.cord_id),
+        changed("donors", [batch.cord.donor_id]), created("donors", "id", batch.cord.donor_id),
         (AuditEntry.entity_type == "batches") & (AuditEntry.entity_id == str(batch.id)),
-        (AuditEntry.entity_type == "cords") & (AuditEntry.entity_id == str(batch.cord_id)),
-        (AuditEntry.entity_type == "donors") & (AuditEntry.entity_id == str(batch.cord.donor_id)),
     ]
-    for table, ids in (("passages", passage_ids), ("process_steps", step_ids), ("vials", vial_ids),
-                       ("deviations", deviation_ids)):
-        if ids:
-            conditions.append((AuditEntry.entity_type == table) & AuditEntry.entity_id.in_(ids))
+    for table, records in (("passages", batch.passages), ("process_steps", batch.steps), ("vials", batch.vials),
+                           ("deviations", deviations_of(batch))):
+        if records:
+            conditions.append(changed(table, [r.id for r in records]))
+        conditions.append(created(table, "batch_id", batch.id))
+    conditions.append(created("fills", "batch_id", batch.id))
     return list(db.session.scalars(select(AuditEntry).where(or_(*conditions)).order_by(AuditEntry.seq).limit(limit)))
 
 

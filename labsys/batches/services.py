@@ -1,215 +1,37 @@
-"""Services for donors, cords, batches, process steps, passages, reagents and deviations.
+"""The batches service layer: batches, process steps and passages here; donors and cords
+(``donors``), reagents and deviations (``quality``), fill, vials and storage (``vials``).
 
 Services are the only writers: each checks every rule, changes state inside one
 ``unit_of_work`` (which audits and commits once) and raises ``RuleViolation`` with every reason.
 Field-level problems travel on ``error.problems`` as ``(field, message)`` pairs so forms can show
-each beside its field. Read functions at the end (``open_deviations``, ``unverified_entries``,
-``donor_decision``) are the API the release and custody features use."""
+each beside its field. This module is also the facade other features read: it re-exports the
+donor and quality functions (``open_deviations``, ``donor_decision`` …)."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from decimal import Decimal
-from typing import Any, Iterable, Iterator
+from typing import Iterable
 
-from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import func, or_, select
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from labsys.audit.services import unit_of_work
-from labsys.auth.models import SignatureMeaning, User
+from labsys.auth.models import User
 from labsys.auth.roles import Role
-from labsys.auth.services import actor_of
 from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches import rules
-from labsys.batches.models import (Batch, Cord, CordStatus, DeliveryType, Deviation, DeviationStatus, Donor,
-                                   Inspection, Passage, ProcessStep, Reagent, StepReagent, StepType, TissueMethod)
-from labsys.batches.rules import Eligibility, Marker, MarkerResult, ReagentStatus, ScreeningOutcome
+from labsys.batches.common import get_or_404, load, refuse, require_role, setting, work  # noqa: F401
+from labsys.batches.donors import (determine_eligibility, donor_decision, markers_of, receive_cord,  # noqa: F401
+                                   register_donor, update_donor)
+from labsys.batches.models import Batch, Cord, Passage, ProcessStep, Reagent, StepReagent, StepType, TissueMethod
+from labsys.batches.quality import (add_reagent, assess_deviation, close_deviation, deviations_of,  # noqa: F401
+                                    open_deviations, raise_deviation, set_reagent_status, usable_reagents)
+from labsys.batches.rules import Eligibility, ReagentStatus
 from labsys.batches.states import BatchStatus, check_batch_transition
 from labsys.db import utcnow
 from labsys.documents.isbt import donation_identifier, mod37_2_check
-from labsys.errors import ConcurrentChange, Forbidden, NotFound, RuleViolation
+from labsys.errors import ConcurrentChange, RuleViolation
 from labsys.extensions import db
-
-
-# ---------------------------------------------------------------- helpers
-def refuse(message: str, problems: Iterable[tuple[str, str]]) -> RuleViolation:
-    """A RuleViolation carrying every field problem (``error.problems``) and its messages."""
-    problems = list(problems)
-    error = RuleViolation(message, [text for _field, text in problems],
-                          field=problems[0][0] if problems else None)
-    error.problems = problems  # type: ignore[attr-defined]
-    return error
-
-
-def require_role(user: User, *roles: Role) -> None:
-    if not user.has_role(*roles):
-        raise Forbidden(_("Your role does not allow this action."))
-
-
-@contextlib.contextmanager
-def work(user: User, action: str, reason: str | None = None, reason_required: bool = False) -> Iterator[Any]:
-    """``unit_of_work`` for a user, turning a lost race on a versioned row into ConcurrentChange."""
-    try:
-        with unit_of_work(actor_of(user), action, reason, reason_required=reason_required) as session:
-            yield session
-    except StaleDataError:
-        raise ConcurrentChange(_("Someone else changed this record at the same time. Reload and try again."))
-
-
-def load(*records: Any) -> None:
-    """Load a record's expired columns before changing it, so the audit entry gets the old values.
-
-    ``unit_of_work`` starts a fresh write transaction, which expires everything read before it;
-    assigning to an expired attribute would otherwise record no previous value."""
-    for record in records:
-        expired = sa_inspect(record).expired_attributes
-        if expired:
-            getattr(record, next(iter(expired)))
-
-
-def setting(name: str) -> Any:
-    return current_app.config[name]
-
-
-def get_or_404(model: type, record_id: int) -> Any:
-    record = db.session.get(model, record_id)
-    if record is None:
-        raise NotFound(_("There is no such record."))
-    return record
-
-
-# ---------------------------------------------------------------- donors
-def markers_of(donor: Donor) -> dict[Marker, MarkerResult]:
-    return {marker: MarkerResult(getattr(donor, marker.value)) for marker in Marker}
-
-
-def donor_decision(donor: Donor, collection_date: dt.date | None = None) -> rules.EligibilityDecision:
-    """What the markers say now (the stored ``donor.eligibility`` is what QA signed)."""
-    if collection_date is None and donor.cords:
-        collection_date = donor.cords[0].collected_at.date()
-    return rules.donor_eligibility(donor.consent_date, ScreeningOutcome(donor.screening_outcome), markers_of(donor),
-                                   donor.specimen_date, collection_date, setting("DONOR_SPECIMEN_WINDOW_DAYS"))
-
-
-def _donor_problems(code: str | None, consent_date: dt.date | None, specimen_date: dt.date | None,
-                    today: dt.date) -> list[tuple[str, str]]:
-    problems = []
-    if code is not None and not code.strip():
-        problems.append(("code", _("Enter the coded donor ID.")))
-    if consent_date and consent_date > today:
-        problems.append(("consent_date", _("The date is in the future.")))
-    if specimen_date and specimen_date > today:
-        problems.append(("specimen_date", _("The date is in the future.")))
-    return problems
-
-
-def register_donor(user: User, code: str, consent_date: dt.date | None, screening_outcome: ScreeningOutcome | str,
-                   specimen_date: dt.date | None, markers: dict[Marker | str, MarkerResult | str]) -> Donor:
-    """Register a birth mother by coded ID (never a name) with her screening and markers."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    code = code.strip().upper()
-    problems = _donor_problems(code, consent_date, specimen_date, dt.date.today())
-    if db.session.scalar(select(Donor.id).where(Donor.code == code)):
-        problems.append(("code", _("Donor %(code)s is already registered.", code=code)))
-    if problems:
-        raise refuse(_("The donor was not registered."), problems)
-    with work(user, "donor.register"):
-        donor = Donor(code=code, consent_date=consent_date, screening_outcome=ScreeningOutcome(screening_outcome),
-                      specimen_date=specimen_date, created_by_id=user.id, eligibility=Eligibility.PENDING)
-        for marker, result in markers.items():
-            setattr(donor, Marker(marker).value, MarkerResult(result))
-        db.session.add(donor)
-    return donor
-
-
-def update_donor(user: User, donor: Donor, reason: str | None, consent_date: dt.date | None,
-                 screening_outcome: ScreeningOutcome | str, specimen_date: dt.date | None,
-                 markers: dict[Marker | str, MarkerResult | str]) -> Donor:
-    """Enter later results or correct a donor. Changing a signed determination needs a reason and
-    returns the donor to pending until QA determines eligibility again."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    problems = _donor_problems(None, consent_date, specimen_date, dt.date.today())
-    if problems:
-        raise refuse(_("Nothing was saved."), problems)
-    determined = donor.eligibility != Eligibility.PENDING
-    if any(c.batch is not None for c in donor.cords) and determined:
-        raise refuse(_("Nothing was saved."), [("reason", _(
-            "A batch was started on this determination; raise a deviation instead of changing it."))])
-    with work(user, "donor.update", reason, reason_required=determined) as _session:
-        load(donor)
-        donor.consent_date = consent_date
-        donor.screening_outcome = ScreeningOutcome(screening_outcome)
-        donor.specimen_date = specimen_date
-        for marker, result in markers.items():
-            setattr(donor, Marker(marker).value, MarkerResult(result))
-        if determined and db.session.is_modified(donor):
-            donor.eligibility = Eligibility.PENDING
-            donor.eligibility_determined_at = None
-            donor.eligibility_determined_by_id = None
-    return donor
-
-
-def determine_eligibility(user: User, donor: Donor, check: SignatureCheck) -> Donor:
-    """QA signs the eligibility computed from the markers (eligible or ineligible); a pending
-    outcome cannot be signed."""
-    require_role(user, Role.QA)
-    if donor.eligibility != Eligibility.PENDING:
-        raise RuleViolation(_("Eligibility was already determined."))
-    decision = donor_decision(donor)
-    if decision.outcome == Eligibility.PENDING:
-        raise RuleViolation(_("Eligibility cannot be determined yet."), decision.reasons)
-    with work(user, "donor.determine_eligibility") as session, session.no_autoflush:
-        load(donor)
-        if donor.eligibility != Eligibility.PENDING:
-            raise RuleViolation(_("Eligibility was already determined."))
-        donor.eligibility_determined_by_id = user.id
-        donor.eligibility_determined_at = utcnow()
-        donor.eligibility = decision.outcome
-        sign(check, donor)
-    return donor
-
-
-# ---------------------------------------------------------------- cords
-def receive_cord(user: User, donor: Donor, collected_at: dt.datetime, received_at: dt.datetime,
-                 transport_temperature_c: Decimal, weight_g: Decimal, inspection: Inspection | str,
-                 inspection_note: str | None, delivery_type: DeliveryType | str, gestational_age_weeks: int,
-                 accept_under_deviation: bool = False, deviation_description: str | None = None) -> Cord:
-    """Record a cord's receipt. Out of time or temperature limits it is refused, unless accepted
-    under a deviation (raised here, closed later by QA; an open deviation blocks release)."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    hard, soft = rules.cord_receipt_problems(
-        collected_at, received_at, transport_temperature_c, utcnow(), setting("CORD_MAX_HOURS_TO_RECEIPT"),
-        setting("CORD_TRANSPORT_MIN_C"), setting("CORD_TRANSPORT_MAX_C"))
-    if weight_g is None or weight_g <= 0:
-        hard.append(("weight_g", _("The weight must be positive.")))
-    if not 20 <= gestational_age_weeks <= 45:
-        hard.append(("gestational_age_weeks", _("Gestational age must be 20 to 45 weeks.")))
-    if donor.specimen_date and not rules.specimen_within_window(
-            donor.specimen_date, collected_at.date(), setting("DONOR_SPECIMEN_WINDOW_DAYS")):
-        hard.append(("collected_at", _("The donor's specimen (%(date)s) is not within ±%(n)d days of collection.",
-                                       date=donor.specimen_date.isoformat(), n=setting("DONOR_SPECIMEN_WINDOW_DAYS"))))
-    if Inspection(inspection) == Inspection.DOES_NOT_CONFORM:
-        soft.append(("inspection", _("The visual inspection does not conform.")))
-    if soft and accept_under_deviation and not (deviation_description and deviation_description.strip()):
-        hard.append(("deviation_description", _("Describe the deviation to accept this cord.")))
-    if hard or (soft and not accept_under_deviation):
-        raise refuse(_("The cord was refused."), hard + soft)
-    with work(user, "cord.receive"):
-        cord = Cord(donor=donor, collected_at=collected_at, received_at=received_at,
-                    transport_temperature_c=Decimal(transport_temperature_c), weight_g=Decimal(weight_g),
-                    inspection=Inspection(inspection), inspection_note=(inspection_note or "").strip() or None,
-                    delivery_type=DeliveryType(delivery_type), gestational_age_weeks=gestational_age_weeks,
-                    status=CordStatus.ACCEPTED_UNDER_DEVIATION if soft else CordStatus.ACCEPTED,
-                    received_by_id=user.id)
-        db.session.add(cord)
-        if soft:
-            db.session.flush()
-            text = deviation_description.strip() + "\n\n" + "\n".join(f"- {m}" for _f, m in soft)  # type: ignore[union-attr]
-            _new_deviation(user, None, cord, text)
-    return cord
 
 
 # ---------------------------------------------------------------- batches
@@ -231,15 +53,25 @@ def start_batch(user: User, cord: Cord) -> Batch:
         raise RuleViolation(_("The batch cannot start."), reasons)
     facility = setting("FACILITY_CODE")
     year = utcnow().year % 100
-    with work(user, "batch.start"):
-        sequence = (db.session.scalar(select(func.max(Batch.sequence)).where(
-            Batch.facility_code == facility, Batch.year == year)) or 0) + 1
-        identifier = donation_identifier(facility, year, sequence)
-        batch = Batch(identifier=identifier, check_character=mod37_2_check(identifier), facility_code=facility,
-                      year=year, sequence=sequence, cord=cord, status=BatchStatus.IN_PROCESS,
-                      started_at=utcnow(), started_by_id=user.id)
-        db.session.add(batch)
-    return batch
+    for attempt in range(3):
+        try:
+            with work(user, "batch.start"):
+                # Re-read under the write lock: the cord may just have got its batch.
+                if db.session.scalar(select(Batch.id).where(Batch.cord_id == cord.id)) is not None:
+                    raise RuleViolation(_("The batch cannot start."), [_("This cord already has a batch.")])
+                sequence = (db.session.scalar(select(func.max(Batch.sequence)).where(
+                    Batch.facility_code == facility, Batch.year == year)) or 0) + 1
+                identifier = donation_identifier(facility, year, sequence)
+                batch = Batch(identifier=identifier, check_character=mod37_2_check(identifier),
+                              facility_code=facility, year=year, sequence=sequence, cord_id=cord.id,
+                              status=BatchStatus.IN_PROCESS, started_at=utcnow(), started_by_id=user.id)
+                db.session.add(batch)
+            return batch
+        except IntegrityError:
+            # Two batches took the same sequence at once (PostgreSQL): take the next one.
+            if attempt == 2:
+                raise ConcurrentChange(_("Someone else changed this record at the same time. Reload and try again."))
+    raise AssertionError("unreachable")
 
 
 def apply_batch_transition(batch: Batch, new_status: BatchStatus) -> None:
@@ -425,124 +257,7 @@ def correct_passage(user: User, passage: Passage, reason: str | None, seeded_via
     return passage
 
 
-# ---------------------------------------------------------------- reagents
-def add_reagent(user: User, item: str, lot: str, supplier: str | None, expiry_date: dt.date,
-                received_on: dt.date) -> Reagent:
-    """Receive a reagent or material lot; it starts in quarantine until QA releases it."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    item, lot = item.strip(), lot.strip()
-    problems = []
-    if received_on > dt.date.today():
-        problems.append(("received_on", _("The date is in the future.")))
-    if expiry_date < received_on:
-        problems.append(("expiry_date", _("The lot expired before it was received.")))
-    if db.session.scalar(select(Reagent.id).where(Reagent.item == item, Reagent.lot == lot)):
-        problems.append(("lot", _("This lot of %(item)s is already registered.", item=item)))
-    if problems:
-        raise refuse(_("The lot was not registered."), problems)
-    with work(user, "reagent.receive"):
-        reagent = Reagent(item=item, lot=lot, supplier=(supplier or "").strip() or None, expiry_date=expiry_date,
-                          received_on=received_on, status=ReagentStatus.QUARANTINE)
-        db.session.add(reagent)
-    return reagent
-
-
-def set_reagent_status(user: User, reagent: Reagent, status: ReagentStatus | str, reason: str | None = None) -> Reagent:
-    """QA releases or rejects a reagent lot (a released lot can still be rejected later, with a reason)."""
-    require_role(user, Role.QA)
-    status = ReagentStatus(status)
-    if status == ReagentStatus.QUARANTINE or reagent.status == ReagentStatus.REJECTED or reagent.status == status:
-        raise RuleViolation(_("A lot goes from quarantine to released or rejected, or from released to rejected."))
-    with work(user, f"reagent.{status.value}", reason, reason_required=reagent.status == ReagentStatus.RELEASED):
-        load(reagent)
-        reagent.status = status
-        reagent.status_changed_by_id = user.id
-    return reagent
-
-
-def usable_reagents(on: dt.date | None = None) -> list[Reagent]:
-    on = on or dt.date.today()
-    return list(db.session.scalars(select(Reagent).where(
-        Reagent.status == ReagentStatus.RELEASED, Reagent.expiry_date >= on).order_by(Reagent.item, Reagent.lot)))
-
-
-# ---------------------------------------------------------------- deviations
-def _new_deviation(user: User, batch: Batch | None, cord: Cord | None, description: str) -> Deviation:
-    year = utcnow().year
-    count = db.session.scalar(select(func.count(Deviation.id)).where(Deviation.number.like(f"DEV-{year}-%"))) or 0
-    deviation = Deviation(number=f"DEV-{year}-{count + 1:04d}", batch=batch, cord=cord,
-                          description=description.strip(), status=DeviationStatus.OPEN, raised_at=utcnow(),
-                          raised_by_id=user.id)
-    db.session.add(deviation)
-    return deviation
-
-
-def raise_deviation(user: User, description: str, batch: Batch | None = None, cord: Cord | None = None) -> Deviation:
-    """Raise a deviation against a batch or a cord. It stays open until QA closes it."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    if not (description or "").strip():
-        raise refuse(_("The deviation was not raised."), [("description", _("Describe what happened."))])
-    if batch is None and cord is None:
-        raise RuleViolation(_("A deviation belongs to a batch or a cord."))
-    with work(user, "deviation.raise"):
-        deviation = _new_deviation(user, batch, cord if batch is None else batch.cord, description)
-    return deviation
-
-
-def assess_deviation(user: User, deviation: Deviation, impact_assessment: str, capa: str) -> Deviation:
-    """Record the impact assessment and CAPA of an open deviation."""
-    require_role(user, Role.TECHNICIAN, Role.QA)
-    if deviation.status != DeviationStatus.OPEN:
-        raise RuleViolation(_("The deviation is closed."))
-    problems = []
-    if not (impact_assessment or "").strip():
-        problems.append(("impact_assessment", _("Assess the impact on the product.")))
-    if not (capa or "").strip():
-        problems.append(("capa", _("State the corrective and preventive action.")))
-    if problems:
-        raise refuse(_("Nothing was saved."), problems)
-    with work(user, "deviation.assess"):
-        load(deviation)
-        deviation.impact_assessment = impact_assessment.strip()
-        deviation.capa = capa.strip()
-    return deviation
-
-
-def close_deviation(user: User, deviation: Deviation, check: SignatureCheck) -> Deviation:
-    """QA closes an assessed deviation with an e-signature."""
-    require_role(user, Role.QA)
-    reasons = []
-    if deviation.status != DeviationStatus.OPEN:
-        reasons.append(_("The deviation is already closed."))
-    if not deviation.impact_assessment:
-        reasons.append(_("The impact assessment is missing."))
-    if not deviation.capa:
-        reasons.append(_("The CAPA is missing."))
-    if reasons:
-        raise RuleViolation(_("The deviation cannot be closed."), reasons)
-    with work(user, "deviation.close") as session, session.no_autoflush:
-        load(deviation)
-        if deviation.status != DeviationStatus.OPEN:
-            raise RuleViolation(_("The deviation is already closed."))
-        deviation.closed_by_id = user.id
-        deviation.closed_at = utcnow()
-        deviation.status = DeviationStatus.CLOSED
-        sign(check, deviation)
-    return deviation
-
-
 # ---------------------------------------------------------------- read API for release and custody
-def deviations_of(batch: Batch) -> list[Deviation]:
-    """Deviations raised against the batch or its cord."""
-    return list(db.session.scalars(select(Deviation).where(
-        or_(Deviation.batch_id == batch.id, Deviation.cord_id == batch.cord_id)).order_by(Deviation.raised_at)))
-
-
-def open_deviations(batch: Batch) -> list[Deviation]:
-    """Open deviations on the batch or its cord; any one blocks release."""
-    return [d for d in deviations_of(batch) if d.status == DeviationStatus.OPEN]
-
-
 def unverified_entries(batch: Batch) -> list[Passage]:
     """Critical manual entries (passage counts and viability) still awaiting second-person
     verification; fill is refused while any remains, and release reads this."""

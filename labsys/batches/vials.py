@@ -20,7 +20,8 @@ from labsys.batches.models import (Batch, Box, Fill, LabelKind, LabelPrint, Rack
                                    position_label)
 from labsys.batches.services import (_add_step, _reagents_for, _require_in_process, _step_problems,
                                      apply_batch_transition, load, refuse, require_role, setting, unverified_entries, work)
-from labsys.batches.states import IN_STORAGE_STATES, BatchStatus, VialStatus, check_vial_transition
+from labsys.batches.states import (IN_STORAGE_STATES, TERMINAL_VIAL_STATES, BatchStatus, VialStatus,
+                                   check_vial_transition)
 from labsys.db import utcnow
 from labsys.documents.isbt import vial_identifier
 from labsys.errors import RuleViolation
@@ -107,10 +108,10 @@ def apply_vial_transition(actor: Actor, vial: Vial, new_status: VialStatus, note
 
 def transition_vial(user: User, vial: Vial, new_status: VialStatus | str, reason: str | None = None) -> Vial:
     """Change one vial's state (conditional on its version: a concurrent change is refused).
-    Terminal states (destroyed, expired, recalled) need a reason."""
+    Taking a vial out of use (destroyed, expired, recalled) and cancelling an allocation need a reason."""
     new_status = VialStatus(new_status)
-    needs_reason = new_status in (VialStatus.DESTROYED, VialStatus.EXPIRED, VialStatus.RECALLED,
-                                  VialStatus.AVAILABLE) and vial.status != VialStatus.QUARANTINE
+    needs_reason = new_status in TERMINAL_VIAL_STATES or (
+        new_status == VialStatus.AVAILABLE and vial.status == VialStatus.ALLOCATED)
     with work(user, f"vial.{new_status.value}", reason, reason_required=needs_reason):
         apply_vial_transition(actor_of(user), vial, new_status, note=reason)
     return vial

@@ -388,3 +388,41 @@ def test_demo_data_loads_once_and_a_second_run_changes_nothing(db, demo_users):
     statuses = set(db.session.scalars(select(Batch.status)))
     assert statuses == {BatchStatus.IN_PROCESS, BatchStatus.QUARANTINE}
     assert db.session.scalar(select(func.count()).select_from(Vial).where(Vial.box_id.is_not(None))) == 20
+
+
+def test_a_cord_that_got_its_batch_meanwhile_is_refused_under_the_lock(db, lab):
+    from labsys.batches.models import Cord
+
+    batch = lab.batch()
+    cord = db.session.get(Cord, batch.cord_id)
+    db.session.expire(cord, ["batch"])
+    cord.__dict__["batch"] = None  # a stale view of the cord, as another request would have had
+    with pytest.raises(RuleViolation) as refused:
+        services.start_batch(lab.tech, cord)
+    assert refused.value.reasons == ["This cord already has a batch."]  # the check under the lock
+    assert count(db, Batch) == 1
+
+
+def test_destroying_a_quarantined_vial_needs_a_reason_but_releasing_it_does_not(db, lab):
+    batch = lab.filled(vials=2)
+    first, second = vial_services.vials_of(batch)
+    with pytest.raises(RuleViolation):
+        vial_services.transition_vial(lab.qa, first, VialStatus.DESTROYED)
+    vial_services.transition_vial(lab.qa, second, VialStatus.AVAILABLE)
+    vial_services.transition_vial(lab.qa, second, VialStatus.ALLOCATED)
+    with pytest.raises(RuleViolation):  # cancelling an allocation is a correction
+        vial_services.transition_vial(lab.qa, second, VialStatus.AVAILABLE)
+    vial_services.transition_vial(lab.qa, second, VialStatus.AVAILABLE, reason="Patient withdrawn")
+    assert second.status == VialStatus.AVAILABLE and first.status == VialStatus.QUARANTINE
+
+
+def test_a_pending_donors_cord_is_received_but_an_ineligible_donors_is_refused(db, lab):
+    from labsys.batches.models import Cord
+
+    pending = lab.donor("D-P", markers={**CLEAN, Marker.CMV: MarkerResult.NOT_TESTED}, determine=False)
+    lab.cord(pending)
+    ineligible = lab.donor("D-X", markers={**CLEAN, Marker.SYPHILIS: MarkerResult.REACTIVE})
+    with pytest.raises(RuleViolation) as refused:
+        lab.cord(ineligible)
+    assert "ineligible" in refused.value.reasons[0]
+    assert count(db, Cord) == 1

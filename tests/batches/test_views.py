@@ -236,7 +236,7 @@ def test_the_batch_record_shows_history_chart_and_prints_as_pdf(db, lab, login_a
     client = login_as("qa")
     html = client.get(f"/batches/{batch.id}").get_data(as_text=True)
     for expected in ("D-001", "Li Na", "Zhou Jie", "<svg", "class=\"growth-chart\"", batch.identifier + "001",
-                     "batch.fill", batch.check_character):
+                     "batch.fill", "batch.passage.record", "batch.passage.verify", batch.check_character):
         assert expected in html, expected
     pdf = client.get(f"/batches/{batch.id}/record.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
@@ -271,5 +271,33 @@ def test_the_batch_pages_and_field_errors_read_in_chinese(db, lab, login_as):
     other = lab.batch("D-002")
     response = client.post_form(f"/batches/{other.id}/passages/new", passage_form(other, 0, viability_percent="150"))
     assert response.status_code == 422 and "须在 0 至 100 % 之间" in response.get_data(as_text=True)
-    pdf = client.get(f"/batches/{batch.id}/record.pdf")
-    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+
+def test_a_deviation_can_be_raised_against_a_cord_and_blocks_its_batch(db, lab, login_as):
+    batch = lab.batch()
+    client = login_as("technician")
+    response = client.post_form(f"/batches/cords/{batch.cord_id}/deviations/new", {"description": "Label torn"})
+    assert response.status_code == 302
+    deviation = db.session.scalars(select(Deviation)).one()
+    assert deviation.cord_id == batch.cord_id and deviation.batch_id is None
+    from labsys.batches.services import open_deviations
+
+    assert open_deviations(batch) == [deviation]
+    empty = client.post_form(f"/batches/cords/{batch.cord_id}/deviations/new", {"description": ""})
+    assert empty.status_code == 422 and "description" in errors_of(empty.get_data(as_text=True))
+
+
+def test_qa_takes_a_vial_out_of_use_with_a_reason(db, lab, login_as):
+    from labsys.batches import vials as vial_services
+
+    batch = lab.filled(vials=1)
+    vial = vial_services.vials_of(batch)[0]
+    assert login_as("technician").post_form(f"/batches/vials/{vial.id}/status", {"status": "destroyed"},
+                                            token_from=f"/batches/vials/{vial.id}").status_code == 403
+    qa = login_as("qa")
+    assert "Take out of use" in qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
+    qa.post_form(f"/batches/vials/{vial.id}/status", {"status": "destroyed", "reason": "Cracked vial"})
+    db.session.rollback()
+    assert db.session.get(Vial, vial.id).status.value == "destroyed"
+    page = qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
+    assert "status.destroyed" in page and "Cracked vial" in page and "Take out of use" not in page
