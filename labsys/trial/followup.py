@@ -100,6 +100,8 @@ def record_visit(user: User, patient: Patient, study_day: int, status: str, visi
             reasons.append(_("The visit date is required."))
         elif visit_date > utcnow().date():
             reasons.append(_("The visit date is in the future."))
+        elif day_one(patient) is not None and visit_date < day_one(patient):
+            reasons.append(_("The visit date is before study day 1 (%(d)s).", d=day_one(patient).isoformat()))
         for name, label in ENDPOINTS:
             value = values.get(name)
             low, high = ENDPOINT_LIMITS[name]
@@ -229,7 +231,8 @@ def summary(user: User, trial: Trial) -> dict[str, Any]:
         balance = {arm_name(trial, arm): len(members) for arm, members in groups.items()}
     visits = list(db.session.scalars(select(VisitRecord).where(
         VisitRecord.patient_id.in_([p.id for p in randomized]), VisitRecord.status == VisitStatus.DONE)))
-    missed = sum(1 for p in randomized for v in schedule(p) if v.status == "missed")
+    missed_visits = [(p, v) for p in randomized for v in schedule(p) if v.status == "missed"]
+    missed = len(missed_visits)
     table = []
     for name, label in ENDPOINTS:
         rows = []
@@ -250,6 +253,7 @@ def summary(user: User, trial: Trial) -> dict[str, Any]:
     stays = [p.length_of_stay_days for p in randomized if p.length_of_stay_days is not None]
     return {"screened": len(everyone), "randomized": len(randomized), "target": trial.target_enrolment,
             "balance": balance, "groups": list(groups), "endpoints": table, "missed_visits": missed,
+            "missed_list": missed_visits,
             "alive_day90": alive, "dead_day90": deaths, "median_stay_days": _median(stays),
             "adverse_events": len(adverse_events()),
             "serious_adverse_events": sum(1 for e in adverse_events() if e.serious)}

@@ -110,6 +110,7 @@ def save_trial(user: User, values: dict[str, Any], trial: Trial | None = None) -
     values["exclusions"] = [e.strip() for e in values.get("exclusions") or [] if e and e.strip()]
     values["block_sizes"] = (values.get("block_sizes") or "").replace(" ", "")
     values["visit_days"] = (values.get("visit_days") or "").replace(" ", "")
+    values = {k: v.strip() if isinstance(v, str) else v for k, v in values.items()}
     problems = trial_problems(values)
     if trial is not None and trial.list_generated_at is not None:
         for name in LOCKED_AFTER_LIST:
@@ -262,6 +263,11 @@ def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.da
         raise RuleViolation(_("Screening number %(n)s is already used.", n=screening_number),
                             [_("Screening number %(n)s is already used.", n=screening_number)],
                             field="screening_number")
+    if allocation_counts(trial)["used"] >= trial.target_enrolment:
+        raise RuleViolation(_("Enrolment is complete: the target of %(n)d randomized patients is reached.",
+                              n=trial.target_enrolment),
+                            [_("Enrolment is complete: the target of %(n)d randomized patients is reached.",
+                               n=trial.target_enrolment)], field="screening_number")
     answers, age = _screening(trial, values, today)
     status, _results = _eligibility(trial, answers)
     with unit_of_work(actor_of(user), "trial.enrol"):

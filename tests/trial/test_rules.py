@@ -195,3 +195,14 @@ def test_length_of_stay_counts_days_between_admission_and_discharge():
     assert rules.length_of_stay_days(dt.date(2026, 1, 1), dt.date(2026, 1, 15)) == 14
     with pytest.raises(ValueError):
         rules.length_of_stay_days(dt.date(2026, 1, 15), dt.date(2026, 1, 1))
+
+
+def test_the_summary_plot_draws_one_line_per_group_without_script():
+    from labsys.trial.followup import line_plot
+
+    svg = line_plot("CRP", [1, 3, 7, 14], {"A": [Decimal("80"), Decimal("60"), None, Decimal("20")],
+                                          "B": [Decimal("82"), Decimal("75"), Decimal("70"), None]})
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 and svg.count("<circle") == 6
+    assert "<script" not in svg and "style=" not in svg
+    empty = line_plot("IL-6 <test>", [1, 3], {"All": [None, None]})
+    assert "No data yet" in empty and "&lt;test&gt;" in empty

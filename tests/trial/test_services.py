@@ -131,10 +131,14 @@ def test_only_the_unblinded_role_randomizes(db, trial, enrol, investigator):
 
 def test_enrolment_stops_at_the_target(db, make_trial, enrol, pharmacist):
     trial = make_trial(target_enrolment=2, block_sizes="4")
+    waiting = enrol(trial)  # screened before the target was reached: randomization still refuses
     for _ in range(2):
         services.randomize_patient(pharmacist, enrol(trial))
     with pytest.raises(RuleViolation) as refused:
-        services.randomize_patient(pharmacist, enrol(trial))
+        enrol(trial)
+    assert "Enrolment is complete" in refused.value.message
+    with pytest.raises(RuleViolation) as refused:
+        services.randomize_patient(pharmacist, waiting)
     assert "Enrolment is complete" in refused.value.message
 
 
@@ -356,6 +360,15 @@ def test_overdue_visits_show_as_missed(db, trial, enrol, pharmacist):
     services.randomize_patient(pharmacist, patient)
     statuses = {v.study_day: v.status for v in followup.schedule(patient, today=dt.date.today() + dt.timedelta(days=20))}
     assert statuses[3] == "missed" and statuses[90] == "planned"
+    followup.record_visit(investigator_of(patient), patient, 3, "missed", None, {})
+    assert followup.schedule(patient)[1].status == "missed"  # recorded as missed, not only overdue
+    with pytest.raises(RuleViolation) as refused:
+        followup.record_visit(investigator_of(patient), patient, 7, "done", dt.date.today() - dt.timedelta(days=2), {})
+    assert "before study day 1" in refused.value.reasons[0]
+
+
+def investigator_of(patient):
+    return patient.enrolled_by
 
 
 def test_changing_an_answered_screening_item_needs_a_reason(db, trial, enrol, investigator):
@@ -414,3 +427,15 @@ def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trai
     trail = " ".join((e.new_values or "") + (e.old_values or "") for e in db.session.scalars(select(AuditEntry)))
     for secret in ("LOT-SECRET", "PL-SECRET", "VIAL-SECRET", "placebo", '"cells"', *ARM_NAMES):
         assert secret not in trail
+
+
+def test_the_custody_interface_finds_patients_by_study_id_or_kit(db, trial, enrol, pharmacist):
+    from labsys.trial import interface
+
+    patient = enrol(trial)
+    assert interface.find_patient(study_id="P-001") is None
+    services.randomize_patient(pharmacist, patient)
+    assert interface.find_patient(study_id="P-001") is patient
+    assert interface.find_patient(kit_number=patient.kit_number.lower()) is patient
+    assert interface.dispensing_arm_check(patient, patient.kit_number).passed
+    assert set(interface.__all__) <= set(dir(interface))

@@ -225,3 +225,28 @@ def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, logi
     client.post_form(f"{url}/cancel", {"reason": "Patient withdrew consent"}, token_from=url)
     db.session.expire_all()
     assert db.session.get(InfusionOrder, order.id).status.value == "cancelled"
+
+
+def test_the_pharmacist_configures_the_trial_and_generates_the_list_through_the_pages(app, login_as, db):
+    from labsys.trial.models import AllocationEntry, Trial
+
+    assert login_as("investigator").get("/trial/setup").status_code == 403
+    pharmacist = login_as("pharmacist")
+    data = {"registry_number": "NCT04282928", "title": "HUC-MSC in severe viral pneumonia",
+            "control_arm_name": "Routine care", "msc_arm_name": "HUC-MSC + routine care", "ratio_control": "1",
+            "ratio_msc": "1", "block_sizes": "2,3", "target_enrolment": "40", "age_min": "18", "age_max": "75",
+            "dose_cells_per_kg": "1000000", "dose_tolerance": "0.20", "apply_post_thaw_viability": "y",
+            "endotoxin_limit_eu_per_kg": "5", "masked": "y", "follow_up_days": "90", "visit_days": "1,7,28,90",
+            "exclusions": "Pregnancy\nActive malignancy"}
+    refused = pharmacist.post_form("/trial/setup", data)
+    assert refused.status_code == 422 and "multiples of 2" in refused.get_data(as_text=True)
+    assert db.session.scalar(select(Trial.id)) is None
+    data["block_sizes"] = "2,4"
+    assert pharmacist.post_form("/trial/setup", data).status_code == 302
+    trial = db.session.scalar(select(Trial))
+    assert trial.exclusions == ["Pregnancy", "Active malignancy"] and trial.visit_day_list == [1, 7, 28, 90]
+    assert pharmacist.post_form("/trial/allocation", {}).status_code == 422  # confirmation missing
+    assert pharmacist.post_form("/trial/allocation", {"confirm": "y"}).status_code == 302
+    assert len(db.session.scalars(select(AllocationEntry.id)).all()) >= 40
+    page = pharmacist.get("/trial/allocation").get_data(as_text=True)
+    assert "HUC-MSC + routine care" in page and "Routine care" in page
