@@ -129,7 +129,7 @@ def _decide(user: User, batch: Batch, release: bool, check: SignatureCheck, comm
                 apply_vial_transition(actor, vial, VialStatus.AVAILABLE, note=f"lot {kind.value}")
             else:
                 apply_vial_transition(actor, vial, VialStatus.DESTROYED, note="lot rejected; pending disposal")
-        decision = ReleaseDecision(batch_id=batch.id, spec_version_id=review.version.id, decision=kind,
+        decision = ReleaseDecision(batch_id=batch.id, specification_version_id=review.version.id, decision=kind,
                                    decided_at=utcnow(), decided_by_id=user.id,
                                    comment=(comment or "").strip() or None,
                                    evaluation_json=evaluation_snapshot(review.evaluation), chain_head_hash=head,
@@ -145,7 +145,7 @@ def apply_late_result(user: User, batch: Batch, result: QCResult) -> None:
     undispensed vial recalled; dispensed vials are listed on the recall page)."""
     if BatchStatus(batch.status) != BatchStatus.RELEASED_PENDING or result.pending:
         return
-    version = db.session.get(SpecificationVersion, result.spec_version_id)
+    version = db.session.get(SpecificationVersion, result.specification_version_id)
     criterion = version.criterion(result.test_code) if version else None
     if criterion is None or not criterion.may_be_pending:
         return

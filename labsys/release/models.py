@@ -119,7 +119,7 @@ class QCResult(Audited, db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
-    spec_version_id: Mapped[int] = mapped_column(ForeignKey("specification_versions.id"))
+    specification_version_id: Mapped[int] = mapped_column(ForeignKey("specification_versions.id"))
     test_code: Mapped[str] = mapped_column(String(40))
     numeric_value: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     text_value: Mapped[str | None] = mapped_column(String(120))
@@ -197,7 +197,7 @@ class ReleaseDecision(Audited, db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), unique=True)
-    spec_version_id: Mapped[int] = mapped_column(ForeignKey("specification_versions.id"))
+    specification_version_id: Mapped[int] = mapped_column(ForeignKey("specification_versions.id"))
     decision: Mapped[DecisionKind] = mapped_column(enum_column(DecisionKind, "release_decision"))
     decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     decided_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
@@ -206,7 +206,7 @@ class ReleaseDecision(Audited, db.Model):
     chain_head_hash: Mapped[str] = mapped_column(String(64))
     certificate_number: Mapped[str] = mapped_column(String(40), unique=True)
 
-    spec_version: Mapped[SpecificationVersion] = relationship()
+    specification_version: Mapped[SpecificationVersion] = relationship()
     decided_by: Mapped[User] = relationship()
 
 

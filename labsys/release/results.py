@@ -146,7 +146,7 @@ def _require_open(batch: Batch) -> None:
 def _new_result(user: User, batch: Batch, version: SpecificationVersion, data: ResultInput,
                 values: dict[str, Any], panel_key: str | None = None) -> QCResult:
     criterion = values["criterion"]
-    result = QCResult(batch_id=batch.id, spec_version_id=version.id, test_code=values["test_code"],
+    result = QCResult(batch_id=batch.id, specification_version_id=version.id, test_code=values["test_code"],
                       numeric_value=values["numeric_value"], text_value=values["text_value"], unit=values["unit"],
                       pending=values["pending"], method=(data.method or "").strip() or criterion.method,
                       instrument=(data.instrument or "").strip() or None, performed_by=data.performed_by.strip(),
@@ -229,7 +229,7 @@ def correct_result(user: User, result: QCResult, data: ResultInput, reason: str 
         raise InvalidTransition(_("This result was already corrected."))
     batch = db.session.get(Batch, result.batch_id)
     _require_open(batch)
-    version = db.session.get(SpecificationVersion, result.spec_version_id)
+    version = db.session.get(SpecificationVersion, result.specification_version_id)
     data.test_code = data.test_code or result.test_code
     problems, values = _problems(batch, version, data, replacing=result)
     if not (reason or "").strip():

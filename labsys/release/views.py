@@ -4,8 +4,6 @@ parse a form, call one service and render or redirect; a refused rule re-renders
 field errors (422) and the typed values kept."""
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -283,7 +281,7 @@ def correct(result_id: int):
     result = specs.get_or_404(QCResult, result_id)
     batch = _batch(result.batch_id)
     form = forms.CorrectionForm(obj=None if request.method == "POST" else result)
-    version = db.session.get(SpecificationVersion, result.spec_version_id)
+    version = db.session.get(SpecificationVersion, result.specification_version_id)
     _result_choices(form, version)
     if request.method == "GET":
         form.test_code.data = result.test_code

@@ -2,7 +2,6 @@
 QA decision, late results and recall, trial selection."""
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -11,8 +10,8 @@ from sqlalchemy import select
 from labsys.audit.models import AuditEntry
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.signatures import SignatureCheck, signatures_for
-from labsys.batches.models import Batch, Vial
-from labsys.batches.services import close_deviation, raise_deviation, assess_deviation
+from labsys.batches.models import Batch
+from labsys.batches.services import assess_deviation, close_deviation, raise_deviation
 from labsys.batches.states import BatchStatus, VialStatus
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, RuleViolation
 from labsys.release import decisions, results, selection, specs
@@ -240,3 +239,19 @@ def test_only_released_lots_can_be_selected_for_the_trial(lots, users, potency_r
     assert not selection.is_selected_for_trial(first)
     selection.select_for_trial(users["qa"], first, SignatureCheck(users["qa"], SignatureMeaning.APPROVED, "best"))
     assert selection.is_selected_for_trial(first)
+
+
+def test_an_open_deviation_blocks_release_until_qa_closes_it(lots, users, potency_runs):
+    batch = lots.lot()
+    enter_results(users, batch)
+    passing_potency(potency_runs, batch)
+    deviation = raise_deviation(users["technician"], "Incubator alarm for 20 minutes at P1", batch=batch)
+    outcomes = {o.code: o for o in decisions.review_of(batch).evaluation.outcomes}
+    assert outcomes["DEVIATIONS"].verdict == Verdict.FAIL and "1 deviation(s)" in outcomes["DEVIATIONS"].message
+    with pytest.raises(RuleViolation):
+        decisions.decide_lot(users["qa"], batch, True, release_check(users["qa"]), None, None)
+    assess_deviation(users["technician"], deviation, "Temperature stayed within 36-38 C", "Alarm relay replaced")
+    close_deviation(users["qa2"], deviation, SignatureCheck(users["qa2"], SignatureMeaning.APPROVED, "closed"))
+    assert decisions.decide_lot(users["qa"], batch, True, release_check(users["qa"]), None, None).decision \
+        == DecisionKind.RELEASED
+

@@ -1,8 +1,9 @@
-"""release
+"""release: specifications and their versions and criteria, QC results and raw-data attachments,
+QA release decisions, recalls and trial lot selections (depends on the batches tables)
 
-Revision ID: 66eaeb0eb243
+Revision ID: 96b2103ce772
 Revises: f89df5cda7eb
-Create Date: 2026-11-25 12:24:02.440295
+Create Date: 2026-11-25 12:29:01.340532
 
 """
 from alembic import op
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '66eaeb0eb243'
+revision = '96b2103ce772'
 down_revision = 'f89df5cda7eb'
 branch_labels = None
 depends_on = None
@@ -73,7 +74,7 @@ def upgrade():
     op.create_table('qc_results',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('batch_id', sa.Integer(), nullable=False),
-    sa.Column('spec_version_id', sa.Integer(), nullable=False),
+    sa.Column('specification_version_id', sa.Integer(), nullable=False),
     sa.Column('test_code', sa.String(length=40), nullable=False),
     sa.Column('numeric_value', sa.Numeric(precision=14, scale=4), nullable=True),
     sa.Column('text_value', sa.String(length=120), nullable=True),
@@ -97,7 +98,7 @@ def upgrade():
     sa.CheckConstraint('verified_by_id IS NULL OR verified_by_id <> entered_by_id', name=op.f('ck_qc_results_verifier_differs')),
     sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], name=op.f('fk_qc_results_batch_id_batches')),
     sa.ForeignKeyConstraint(['entered_by_id'], ['users.id'], name=op.f('fk_qc_results_entered_by_id_users')),
-    sa.ForeignKeyConstraint(['spec_version_id'], ['specification_versions.id'], name=op.f('fk_qc_results_spec_version_id_specification_versions')),
+    sa.ForeignKeyConstraint(['specification_version_id'], ['specification_versions.id'], name=op.f('fk_qc_results_specification_version_id_specification_versions')),
     sa.ForeignKeyConstraint(['superseded_by_id'], ['qc_results.id'], name=op.f('fk_qc_results_superseded_by_id_qc_results')),
     sa.ForeignKeyConstraint(['supersedes_id'], ['qc_results.id'], name=op.f('fk_qc_results_supersedes_id_qc_results')),
     sa.ForeignKeyConstraint(['verified_by_id'], ['users.id'], name=op.f('fk_qc_results_verified_by_id_users')),
@@ -109,7 +110,7 @@ def upgrade():
     op.create_table('release_decisions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('batch_id', sa.Integer(), nullable=False),
-    sa.Column('spec_version_id', sa.Integer(), nullable=False),
+    sa.Column('specification_version_id', sa.Integer(), nullable=False),
     sa.Column('decision', sa.Enum('released', 'released_pending', 'rejected', name='release_decision', native_enum=False, create_constraint=True, length=40), nullable=False),
     sa.Column('decided_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('decided_by_id', sa.Integer(), nullable=False),
@@ -119,7 +120,7 @@ def upgrade():
     sa.Column('certificate_number', sa.String(length=40), nullable=False),
     sa.ForeignKeyConstraint(['batch_id'], ['batches.id'], name=op.f('fk_release_decisions_batch_id_batches')),
     sa.ForeignKeyConstraint(['decided_by_id'], ['users.id'], name=op.f('fk_release_decisions_decided_by_id_users')),
-    sa.ForeignKeyConstraint(['spec_version_id'], ['specification_versions.id'], name=op.f('fk_release_decisions_spec_version_id_specification_versions')),
+    sa.ForeignKeyConstraint(['specification_version_id'], ['specification_versions.id'], name=op.f('fk_release_decisions_specification_version_id_specification_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_release_decisions')),
     sa.UniqueConstraint('batch_id', name=op.f('uq_release_decisions_batch_id')),
     sa.UniqueConstraint('certificate_number', name=op.f('uq_release_decisions_certificate_number'))
