@@ -15,8 +15,8 @@ from labsys.trial import orders as trial_orders
 from labsys.trial import rules as trial_rules
 from labsys.trial import services as trial_services
 from labsys.trial.demo import DEMO_TRIAL
-from release.conftest import LotBuilder, enter_results, passing_potency  # noqa: F401  (tests/ is on sys.path)
-from trial.conftest import screening_values
+from tests.release.conftest import LotBuilder, enter_results, passing_potency  # noqa: F401
+from tests.trial.conftest import screening_values
 
 
 @pytest.fixture
