@@ -228,7 +228,7 @@ def allocate(user: User, order: InfusionOrder, vial_identifiers: Sequence[str]) 
             allocations = []
             for vial in vials:
                 custody_event(actor, vial, CustodyEventType.ALLOCATED, VialStatus.ALLOCATED, order=order,
-                              note=_("allocated to kit %(kit)s", kit=patient.kit_number))
+                              note=f"allocated to kit {patient.kit_number}")
                 allocation = CustodyAllocation(order_id=order.id, vial_id=vial.id, kit_number=patient.kit_number,
                                                status=AllocationStatus.ACTIVE, allocated_at=utcnow(),
                                                allocated_by_id=user.id)
@@ -275,7 +275,7 @@ def thaw(user: User, vial: Vial, temperature_c: Decimal | None = None, note: str
         with unit_of_work(actor, "custody.thaw"):
             order = db.session.get(InfusionOrder, allocation_of_vial(vial).order_id)
             event = custody_event(actor, vial, CustodyEventType.THAWED, VialStatus.THAWED,
-                                  temperature_c=temperature_c, order=order, to_location=_("pharmacy"),
+                                  temperature_c=temperature_c, order=order, to_location="pharmacy",
                                   note=(note or "").strip() or None)
     except StaleDataError:
         raise _stale(_("The vial changed meanwhile; reload it."))
@@ -503,8 +503,8 @@ def dispense(user: User, dispenser_check: SignatureCheck, witness_check: Signatu
                     raise ConcurrentChange(_("Vial %(v)s is %(s)s now; nothing was dispensed.",
                                              v=vial.identifier, s=VialStatus(vial.status).value))
                 custody_event(actor, vial, CustodyEventType.DISPENSED, VialStatus.DISPENSED, witness=witness,
-                              order=order, to_location=_("kit %(kit)s", kit=patient.kit_number),
-                              note=_("dispensed to %(sid)s / %(kit)s", sid=patient.study_id, kit=patient.kit_number))
+                              order=order, to_location=f"kit {patient.kit_number}",
+                              note=f"dispensed to {patient.study_id} / {patient.kit_number}")
                 moved.append(vial)
             for allocation in active_allocations(order):
                 allocation.status = AllocationStatus.DISPENSED
@@ -672,7 +672,7 @@ def administer(user: User, dispensing: Dispensing, check: SignatureCheck, wristb
         with unit_of_work(actor, "custody.administer", override), db.session.no_autoflush:
             for vial in vials_of_dispensing(dispensing):
                 custody_event(actor, vial, CustodyEventType.ADMINISTERED, VialStatus.ADMINISTERED, order=order,
-                              from_location=_("kit %(kit)s", kit=dispensing.kit_number), to_location=_("patient"),
+                              from_location=f"kit {dispensing.kit_number}", to_location="patient",
                               note=override)
             administration = Administration(dispensing_id=dispensing.id, administered_by_id=user.id,
                                             infusion_start=infusion_start, infusion_stop=infusion_stop,
