@@ -25,5 +25,6 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Pharmacy"), "custody.pharmacy", [Role.PHARMACIST], order=600)
     add_nav(app, _l("Bedside"), "bedside.index", [Role.INVESTIGATOR], order=610)
     add_nav(app, _l("Accountability"), "custody.accountability", [Role.PHARMACIST, Role.QA], order=620)
+    add_nav(app, _l("Shipments"), "custody.shipments", [Role.PHARMACIST, Role.TECHNICIAN], order=630)
     register_patient_lookup(app, services.patients_of_vials)
     add_demo_loader(app, load_demo_data, order=900)

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, HiddenField, PasswordField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from flask_wtf.file import FileField
+from wtforms import DateTimeLocalField, DecimalField, HiddenField, PasswordField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from labsys.auth.forms import SignatureFormMixin
 
@@ -43,3 +44,26 @@ class AdministerForm(SignatureFormMixin, FlaskForm):
                                         validators=[DataRequired(message=_l("Enter the start time."))])
     infusion_stop = DateTimeLocalField(_l("Infusion stopped at"), format="%Y-%m-%dT%H:%M",
                                        validators=[DataRequired(message=_l("Enter the stop time."))])
+
+
+class ShipForm(FlaskForm):
+    vials = TextAreaField(_l("Vials (one identifier or scanned code a line)"),
+                          validators=[DataRequired(message=_l("List at least one vial.")), Length(max=20000)],
+                          render_kw={"autofocus": True})
+    shipper = StringField(_l("Shipper"), validators=[DataRequired(message=_l("Name the shipper.")), Length(max=200)])
+    destination = StringField(_l("Destination"), default="Hospital pharmacy",
+                              validators=[DataRequired(message=_l("Name the destination.")), Length(max=120)])
+    min_temperature_c = DecimalField(_l("Lowest allowed temperature (°C)"), default=-196,
+                                     validators=[InputRequired(message=_l("Enter a temperature."))])
+    max_temperature_c = DecimalField(_l("Highest allowed temperature (°C)"), default=-150,
+                                     validators=[InputRequired(message=_l("Enter a temperature."))])
+
+
+class ReadingsForm(FlaskForm):
+    log = TextAreaField(_l("Temperature log (CSV: time,temperature_c)"), validators=[Optional(), Length(max=500000)])
+    log_file = FileField(_l("or upload a CSV file"))
+
+
+class ReceiveForm(FlaskForm):
+    scans = TextAreaField(_l("Scan every vial received (one code a line)"), validators=[Optional(), Length(max=20000)])
+    note = TextAreaField(_l("Receipt note"), validators=[Optional(), Length(max=2000)])

@@ -134,3 +134,66 @@ class Administration(Audited, db.Model):
 
 make_append_only(Dispensing.__table__)
 make_append_only(Administration.__table__)
+
+
+class ShipmentStatus(str, enum.Enum):
+    IN_TRANSIT = "in_transit"
+    RECEIVED = "received"
+
+
+class Shipment(Audited, db.Model):
+    """Vials shipped from the lab to the pharmacy, with the shipper, the temperature range the
+    shipper must hold, the temperature log, and the receipt (missing and extra vials reported)."""
+
+    __tablename__ = "custody_shipments"
+    __table_args__ = (
+        CheckConstraint("min_temperature_c < max_temperature_c", name="temperature_range"),
+        CheckConstraint("status <> 'received' OR (received_at IS NOT NULL AND received_by_id IS NOT NULL)",
+                        name="received_is_complete"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    origin: Mapped[str] = mapped_column(String(120))
+    destination: Mapped[str] = mapped_column(String(120))
+    shipper: Mapped[str] = mapped_column(String(200))
+    min_temperature_c: Mapped[Decimal] = mapped_column(Numeric(5, 1))
+    max_temperature_c: Mapped[Decimal] = mapped_column(Numeric(5, 1))
+    status: Mapped[ShipmentStatus] = mapped_column(enum_column(ShipmentStatus, "custody_shipment_status"),
+                                                   default=ShipmentStatus.IN_TRANSIT)
+    shipped_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    shipped_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    received_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    received_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    missing_vials: Mapped[str | None] = mapped_column(Text)  # comma-separated identifiers
+    extra_vials: Mapped[str | None] = mapped_column(Text)
+    receipt_note: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class ShipmentVial(Audited, db.Model):
+    __tablename__ = "custody_shipment_vials"
+    __table_args__ = (UniqueConstraint("shipment_id", "vial_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shipment_id: Mapped[int] = mapped_column(ForeignKey("custody_shipments.id"), index=True)
+    vial_id: Mapped[int] = mapped_column(ForeignKey("vials.id"), index=True)
+
+    vial: Mapped[Vial] = relationship()
+
+
+class TemperatureReading(Audited, db.Model):
+    """One logged temperature of a shipment (append-only); outside the range is an excursion."""
+
+    __tablename__ = "custody_temperature_readings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shipment_id: Mapped[int] = mapped_column(ForeignKey("custody_shipments.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    temperature_c: Mapped[Decimal] = mapped_column(Numeric(5, 1))
+    excursion: Mapped[bool] = mapped_column(db.Boolean, default=False)
+    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+
+make_append_only(TemperatureReading.__table__)

@@ -251,3 +251,71 @@ def accountability_export(batch_id: int, fmt: str):
                      lab_timezone=current_app.config.get("LAB_TIMEZONE"))
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="accountability-{batch.identifier}.pdf"'})
+
+
+def _vial_lines(text: str | None) -> list[str]:
+    """Identifiers or scanned codes, one a line: a signed code gives its identifier."""
+    from labsys.documents import codec
+
+    found = []
+    for line in (text or "").split():
+        verdict = codec.verify(line)
+        found.append(verdict.identifier if verdict.valid and verdict.kind == "vial" else line)
+    return found
+
+
+@bp.route("/shipments", methods=["GET", "POST"])
+@allow(Role.PHARMACIST, Role.TECHNICIAN)
+def shipments():
+    from labsys.chain_of_custody import shipping
+    from labsys.chain_of_custody.forms import ShipForm
+
+    form = ShipForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.validate_on_submit():
+            try:
+                shipment = shipping.ship(current_user, _vial_lines(form.vials.data), form.shipper.data,
+                                         form.destination.data, form.min_temperature_c.data, form.max_temperature_c.data)
+            except RuleViolation as error:
+                for field, message in getattr(error, "problems", [("vials", error.message)]):
+                    getattr(form, field).errors = [*getattr(form, field).errors, message]
+            else:
+                flash(_("Shipment %(n)s is in transit.", n=shipment.number), "success")
+                return redirect(url_for("custody.shipment", shipment_id=shipment.id))
+    return render_template("chain_of_custody/shipments.html", form=form, shipments=shipping.shipments()), status
+
+
+@bp.route("/shipments/<int:shipment_id>", methods=["GET", "POST"])
+@allow(Role.PHARMACIST, Role.TECHNICIAN)
+def shipment(shipment_id: int):
+    from labsys.chain_of_custody import shipping
+    from labsys.chain_of_custody.forms import ReadingsForm, ReceiveForm
+
+    record = shipping.get_shipment(shipment_id)
+    readings_form, receive_form = ReadingsForm(), ReceiveForm()
+    status = 200
+    if request.method == "POST":
+        status = 422
+        action = request.form.get("action")
+        try:
+            if action == "readings" and readings_form.validate_on_submit():
+                text = readings_form.log.data or ""
+                upload = readings_form.log_file.data
+                if upload and getattr(upload, "filename", ""):
+                    text = upload.read(2_000_000).decode("utf-8", "replace")
+                rows = shipping.record_readings(current_user, record, shipping.parse_readings(text))
+                flash(_("%(n)d readings recorded; %(e)d outside the range.", n=len(rows),
+                        e=sum(1 for r in rows if r.excursion)), "success")
+                return redirect(url_for("custody.shipment", shipment_id=record.id))
+            if action == "receive" and receive_form.validate_on_submit():
+                shipping.receive(current_user, record, (receive_form.scans.data or "").split(), receive_form.note.data)
+                flash(_("Shipment %(n)s received.", n=record.number), "success")
+                return redirect(url_for("custody.shipment", shipment_id=record.id))
+        except RuleViolation as error:
+            target = readings_form.log if action == "readings" else receive_form.scans
+            target.errors = [*target.errors, error.message, *error.reasons]
+    return render_template("chain_of_custody/shipment.html", shipment=record, vials=shipping.vials_of_shipment(record),
+                           readings=shipping.readings_of(record), readings_form=readings_form,
+                           receive_form=receive_form), status

@@ -86,6 +86,57 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_custody_allocations_order_id'), ['order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_custody_allocations_vial_id'), ['vial_id'], unique=False)
 
+    op.create_table('custody_shipments',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('number', sa.String(length=40), nullable=False),
+    sa.Column('origin', sa.String(length=120), nullable=False),
+    sa.Column('destination', sa.String(length=120), nullable=False),
+    sa.Column('shipper', sa.String(length=200), nullable=False),
+    sa.Column('min_temperature_c', sa.Numeric(precision=5, scale=1), nullable=False),
+    sa.Column('max_temperature_c', sa.Numeric(precision=5, scale=1), nullable=False),
+    sa.Column('status', sa.Enum('in_transit', 'received', name='custody_shipment_status', native_enum=False, create_constraint=True, length=40), nullable=False),
+    sa.Column('shipped_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('shipped_by_id', sa.Integer(), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('received_by_id', sa.Integer(), nullable=True),
+    sa.Column('missing_vials', sa.Text(), nullable=True),
+    sa.Column('extra_vials', sa.Text(), nullable=True),
+    sa.Column('receipt_note', sa.Text(), nullable=True),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.CheckConstraint("status <> 'received' OR (received_at IS NOT NULL AND received_by_id IS NOT NULL)", name=op.f('ck_custody_shipments_received_is_complete')),
+    sa.CheckConstraint('min_temperature_c < max_temperature_c', name=op.f('ck_custody_shipments_temperature_range')),
+    sa.ForeignKeyConstraint(['received_by_id'], ['users.id'], name=op.f('fk_custody_shipments_received_by_id_users')),
+    sa.ForeignKeyConstraint(['shipped_by_id'], ['users.id'], name=op.f('fk_custody_shipments_shipped_by_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_custody_shipments')),
+    sa.UniqueConstraint('number', name=op.f('uq_custody_shipments_number'))
+    )
+    op.create_table('custody_temperature_readings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('shipment_id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('temperature_c', sa.Numeric(precision=5, scale=1), nullable=False),
+    sa.Column('excursion', sa.Boolean(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['recorded_by_id'], ['users.id'], name=op.f('fk_custody_temperature_readings_recorded_by_id_users')),
+    sa.ForeignKeyConstraint(['shipment_id'], ['custody_shipments.id'], name=op.f('fk_custody_temperature_readings_shipment_id_custody_shipments')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_custody_temperature_readings'))
+    )
+    with op.batch_alter_table('custody_temperature_readings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_custody_temperature_readings_shipment_id'), ['shipment_id'], unique=False)
+
+    op.create_table('custody_shipment_vials',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('shipment_id', sa.Integer(), nullable=False),
+    sa.Column('vial_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['shipment_id'], ['custody_shipments.id'], name=op.f('fk_custody_shipment_vials_shipment_id_custody_shipments')),
+    sa.ForeignKeyConstraint(['vial_id'], ['vials.id'], name=op.f('fk_custody_shipment_vials_vial_id_vials')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_custody_shipment_vials')),
+    sa.UniqueConstraint('shipment_id', 'vial_id', name=op.f('uq_custody_shipment_vials_shipment_id_vial_id'))
+    )
+    with op.batch_alter_table('custody_shipment_vials', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_custody_shipment_vials_shipment_id'), ['shipment_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_custody_shipment_vials_vial_id'), ['vial_id'], unique=False)
+
     # vial_events (batches feature, append-only): custody columns. On SQLite adding foreign keys
     # recreates the table, which drops its triggers, so the append-only guard is installed again.
     dialect = op.get_bind().dialect.name
@@ -109,19 +160,30 @@ def upgrade():
         _append_only("vial_events")
     _append_only("custody_dispensings")
     _append_only("custody_administrations")
+    _append_only("custody_temperature_readings")
 
     # ### end Alembic commands ###
 
 
 def downgrade():
     dialect = op.get_bind().dialect.name
-    for table in ("custody_dispensings", "custody_administrations"):
+    for table in ("custody_dispensings", "custody_administrations", "custody_temperature_readings"):
         if dialect == "sqlite":
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_no_update")
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_no_delete")
         else:
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_no_change ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_no_truncate ON {table}")
+    with op.batch_alter_table('custody_shipment_vials', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_custody_shipment_vials_vial_id'))
+        batch_op.drop_index(batch_op.f('ix_custody_shipment_vials_shipment_id'))
+
+    op.drop_table('custody_shipment_vials')
+    with op.batch_alter_table('custody_temperature_readings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_custody_temperature_readings_shipment_id'))
+
+    op.drop_table('custody_temperature_readings')
+    op.drop_table('custody_shipments')
     with op.batch_alter_table('vial_events', schema=None, recreate='always' if dialect == 'sqlite' else 'auto') as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_vial_events_order_id_trial_infusion_orders'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('fk_vial_events_witness_id_users'), type_='foreignkey')
