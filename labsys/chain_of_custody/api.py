@@ -102,6 +102,16 @@ def scan():
             found = {"kind": "certificate", "number": dispensing.number, "study_id": dispensing.study_id,
                      "kit_number": dispensing.kit_number, "dispensed_at": _iso(dispensing.dispensed_at),
                      "vials": dispensing.vial_list}
+        else:
+            from labsys.batches.models import Batch
+            from labsys.release.decisions import decision_of
+
+            batch = db.session.scalar(select(Batch).where(Batch.identifier == verdict.identifier))
+            decision = decision_of(batch) if batch is not None else None
+            if decision is not None:
+                found = {"kind": "certificate", "number": decision.certificate_number, "lot": batch.identifier,
+                         "lot_status": BatchStatus(batch.status).value, "decision": decision.decision.value,
+                         "decided_at": _iso(decision.decided_at)}
     if found is None:
         return problem(404, _("Nothing in labsys matches this code."), [f"{verdict.kind} {verdict.identifier}"])
     found["verified"] = True

@@ -141,3 +141,20 @@ def test_the_openapi_description_is_a_valid_openapi_3_document(client, api_token
                 assert re.fullmatch(r"[1-5]\d\d", code), (path, code)
     assert set(spec["components"]["securitySchemes"]) == {"bearerToken", "session"}
     assert spec["paths"]["/dispense/check"]["post"]["requestBody"]["content"]["application/json"]
+
+
+def test_certificate_codes_resolve_to_the_dispensing_or_the_lot_release(client, users, ready, api_token):
+    from labsys.auth.models import SignatureMeaning
+    from labsys.auth.signatures import SignatureCheck
+
+    lot, patient, order, vials = ready()
+    dispensing = services.dispense(users["pharmacist"], SignatureCheck(users["pharmacist"], SignatureMeaning.DISPENSED, None),
+                                   SignatureCheck(users["pharmacist2"], SignatureMeaning.WITNESSED, None),
+                                   services.patient_payload(patient), [services.vial_payload(v) for v in vials])
+    headers = api_token("qa")
+    body = client.http.post("/api/v1/scan", json={"payload": services.dispensing_payload(dispensing)},
+                            headers=headers).get_json()
+    assert body["number"] == dispensing.number and body["vials"] == dispensing.vial_list
+    body = client.http.post("/api/v1/scan", json={"payload": codec.encode("certificate", lot.identifier)},
+                            headers=headers).get_json()
+    assert body["lot"] == lot.identifier and body["decision"] == "released"
