@@ -72,7 +72,7 @@ def certificate_context(dispensing, viewer) -> dict:
     administration = db.session.scalar(select(Administration).where(Administration.dispensing_id == dispensing.id))
     payload = services.dispensing_payload(dispensing)
     return {"dispensing": dispensing, "order": order, "patient": patient, "arm": arm, "vials": vials,
-            "signatures": signatures, "checks": services.checks_of(dispensing), "qr": sized_qr(payload, "34mm"),
+            "signatures": signatures, "checks": services.checks_of(dispensing, viewer), "qr": sized_qr(payload, "34mm"),
             "payload": payload, "administration": administration,
             "administration_signatures": signatures_for(administration) if administration else [],
             "lab_timezone": current_app.config.get("LAB_TIMEZONE")}

@@ -595,8 +595,19 @@ def thawed_vials() -> list[Vial]:
     return sorted(vials, key=lambda v: thawed_at(v) or utcnow())
 
 
-def checks_of(dispensing: Dispensing) -> list[dict]:
-    return list(json.loads(dispensing.checks_json))
+ARM_REVEALING_RULES = ("patient_receives_product",)
+
+
+def checks_of(dispensing: Dispensing, viewer: User | None = None) -> list[dict]:
+    """The checks recorded at dispensing; for a viewer who may not see arms, the check naming
+    the kit's treatment is left out."""
+    from labsys.trial.masking import may_see_arm
+
+    checks = list(json.loads(dispensing.checks_json))
+    patient = db.session.get(Patient, dispensing.patient_id)
+    if viewer is None or not may_see_arm(viewer, patient.trial):
+        checks = [c for c in checks if c["rule"] not in ARM_REVEALING_RULES]
+    return checks
 
 
 # ---------------------------------------------------------------- administration

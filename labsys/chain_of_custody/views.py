@@ -147,7 +147,7 @@ def dispensing(dispensing_id: int):
     record = services.get_dispensing(dispensing_id)
     return render_template("chain_of_custody/dispensing.html", dispensing=record,
                            signatures=signatures_for(record), vials=services.vials_of_dispensing(record),
-                           checks=services.checks_of(record))
+                           checks=services.checks_of(record, current_user))
 
 
 @bp.route("/vials/<int:vial_id>")

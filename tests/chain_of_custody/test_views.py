@@ -149,3 +149,17 @@ def test_the_certificate_qr_codes_resolve_to_the_dispensing_and_each_vial(login_
     assert patient.study_id in text and patient.kit_number in text and dispensing.chain_head_hash[:16] in text
     assert "witnessed" in text.lower() and "dispensed" in text.lower()
     assert DEMO_TRIAL["msc_arm_name"] not in text  # the trial is masked: no arm for anyone
+
+
+def test_masked_viewers_of_a_dispensing_do_not_see_which_product_the_kit_is_assigned(login_as, ready, tmp_path):
+    lot, patient, order, vials = ready()
+    assert login_as("pharmacist").post_form("/pharmacy/dispense", _dispense_form(patient, vials)).status_code == 302
+    dispensing = services.dispensings()[0]
+    unblinded = login_as("pharmacist").get(f"/pharmacy/dispensings/{dispensing.id}").get_data(as_text=True)
+    assert "assigned the cell product" in unblinded
+    for username in ("qa", "investigator"):
+        client = login_as(username)
+        page = client.get(f"/pharmacy/dispensings/{dispensing.id}").get_data(as_text=True)
+        assert "assigned the cell product" not in page and dispensing.number in page
+        pdf = client.get(f"/pharmacy/dispensings/{dispensing.id}/certificate.pdf").data
+        assert "assigned the cell product" not in _pdf_text(pdf, tmp_path)
