@@ -12,10 +12,9 @@ def init_app(app: Flask) -> None:
 
     from labsys.auth.roles import Role
     from labsys.chain_of_custody import models  # noqa: F401  (adds the custody columns to vial_events)
-    from labsys.chain_of_custody import api, services, views
+    from labsys.chain_of_custody import api, views
     from labsys.chain_of_custody.demo import load_demo_data
     from labsys.navigation import add_demo_loader, add_nav
-    from labsys.release.hooks import register_patient_lookup
 
     value = os.environ.get("LABSYS_THAW_HOLD_MINUTES")
     app.config.setdefault("THAW_HOLD_MINUTES", int(value) if value else 60)
@@ -26,5 +25,4 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Bedside"), "bedside.index", [Role.INVESTIGATOR], order=610)
     add_nav(app, _l("Accountability"), "custody.accountability", [Role.PHARMACIST, Role.QA], order=620)
     add_nav(app, _l("Shipments"), "custody.shipments", [Role.PHARMACIST, Role.TECHNICIAN], order=630)
-    register_patient_lookup(app, services.patients_of_vials)
     add_demo_loader(app, load_demo_data, order=900)

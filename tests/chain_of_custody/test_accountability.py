@@ -42,3 +42,12 @@ def test_the_csv_and_pdf_exports_carry_the_counts_and_the_custody_trail(login_as
     assert lot.identifier in text and vials[0].identifier in text and "allocated" in text
     assert client.get(f"/pharmacy/accountability/{lot.id}.xls").status_code == 404
     assert login_as("technician").get("/pharmacy/accountability").status_code == 403
+
+
+def test_dispensed_vials_map_to_the_patients_study_id_for_the_recall_page(users, ready):
+    lot, patient, order, vials = ready()
+    assert services.patients_of_vials(vials) == {}
+    services.dispense(users["pharmacist"], SignatureCheck(users["pharmacist"], SignatureMeaning.DISPENSED, None),
+                      SignatureCheck(users["pharmacist2"], SignatureMeaning.WITNESSED, None),
+                      services.patient_payload(patient), [services.vial_payload(v) for v in vials])
+    assert services.patients_of_vials(vials) == {v.id: patient.study_id for v in vials}
