@@ -1,5 +1,21 @@
 """Batches: donor cord to vial — donors, cords, processing steps, passages, reagents,
-deviations, fill, vials, storage, labels and the batch record."""
+deviations, fill, vials, storage, labels and the batch record.
+
+What later features (release, chain of custody) read and call:
+
+- ``services.open_deviations(batch)``: open deviations on the batch or its cord (block release).
+- ``services.unverified_entries(batch)``: passages and fill awaiting second-person verification.
+- ``batch.max_passage_number``, ``batch.status``, ``batch.fill``, ``batch.donor.eligibility``
+  (signed by QA) and ``services.donor_decision(donor)`` (what the markers say now, with reasons).
+- ``services.find_batch(identifier)``, ``vials.vials_of(batch, status=None)``,
+  ``vials.find_vial(identifier)``, ``vials.custody_events(vial)``.
+- Inside the caller's own ``unit_of_work``: ``services.apply_batch_transition(batch, new)``,
+  ``vials.apply_vial_transition(actor, vial, new, note)``, ``vials.record_custody_event(actor,
+  vial, event_type, from_location, to_location, note)``. Stand-alone services:
+  ``services.transition_batch(user, batch, new, reason)``, ``vials.transition_vial(user, vial,
+  new, reason)``. The transition tables are in ``states``.
+- Labels: ``labels.vial_label_sheet_pdf(batch)``, ``labels.describe_payload(payload)``; the
+  signed-payload codec itself is ``labsys.documents.codec``."""
 from __future__ import annotations
 
 import os

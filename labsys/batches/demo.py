@@ -44,6 +44,8 @@ def _run_batch(tech, tech2, qa, donor, days_ago: int, passages: int, fill: bool,
         vial_list = vials.fill_batch(tech, batch, 20, 10_000_000, Decimal("5.0"), "10% DMSO in CryoStor",
                                      Decimal("93.0"), last + dt.timedelta(hours=3), "BSC-02, FILL-01",
                                      last + dt.timedelta(hours=2), reagent_ids)
+        vials.verify_fill(tech2, batch.fill, 10_000_000, Decimal("93.0"),
+                          SignatureCheck(tech2, SignatureMeaning.VERIFIED, "demo data"))
         box = db.session.scalar(select(vials.Box).where(vials.Box.code == "BX-0001"))
         vials.store_vials_in_box(tech, vial_list, box)
     return batch

@@ -134,6 +134,13 @@ class VerifyPassageForm(SignatureFormMixin, FlaskForm):
                                      validators=[InputRequired(REQUIRED), PERCENT_RANGE])
 
 
+class VerifyFillForm(SignatureFormMixin, FlaskForm):
+    viable_cells_per_vial = IntegerField(_l("Viable cells per vial (re-enter from the source record)"),
+                                         validators=[InputRequired(REQUIRED), COUNT_RANGE], render_kw={"autofocus": True})
+    viability_percent = DecimalField(_l("Viability at fill % (re-enter)"), places=2,
+                                     validators=[InputRequired(REQUIRED), PERCENT_RANGE])
+
+
 class ReagentForm(FlaskForm):
     item = StringField(_l("Item"), validators=[DataRequired(REQUIRED), Length(max=120)], render_kw={"autofocus": True})
     lot = StringField(_l("Lot"), validators=[DataRequired(REQUIRED), Length(max=60)])

@@ -233,6 +233,10 @@ class Passage(Audited, db.Model):
     def is_verified(self) -> bool:
         return self.verified_by_id is not None
 
+    @property
+    def entry_label(self) -> str:
+        return f"P{self.passage_number}"
+
 
 class Reagent(Audited, db.Model):
     """A reagent or material lot received into the lab."""
@@ -305,12 +309,16 @@ class Deviation(Audited, db.Model):
 
 
 class Fill(Audited, db.Model):
+    """The fill of a batch. Viable cells per vial and viability are critical manual entries: a
+    different person verifies them (EU GMP Annex 11 §6) before release."""
+
     __tablename__ = "fills"
     __table_args__ = (
         CheckConstraint("vial_count BETWEEN 1 AND 999", name="vial_count_range"),
         CheckConstraint("viable_cells_per_vial > 0", name="cells_positive"),
         CheckConstraint("volume_ml > 0", name="volume_positive"),
         CheckConstraint("viability_percent BETWEEN 0 AND 100", name="viability_range"),
+        CheckConstraint("verified_by_id IS NULL OR verified_by_id <> entered_by_id", name="verifier_differs"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -322,9 +330,24 @@ class Fill(Audited, db.Model):
     cryoprotectant: Mapped[str] = mapped_column(String(120))
     viability_percent: Mapped[Decimal] = mapped_column(Numeric(5, 2))
     filled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    entered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    __mapper_args__ = {"version_id_col": version}
 
     batch: Mapped[Batch] = relationship(back_populates="fill")
     step: Mapped[ProcessStep] = relationship()
+    entered_by: Mapped[User] = relationship(foreign_keys=[entered_by_id])
+    verified_by: Mapped[User | None] = relationship(foreign_keys=[verified_by_id])
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_by_id is not None
+
+    @property
+    def entry_label(self) -> str:
+        return "Fill"
 
 
 class Tank(Audited, db.Model):

@@ -88,6 +88,8 @@ def audit_entries_of(batch: Batch, limit: int = 1000) -> list[AuditEntry]:
             conditions.append(changed(table, [r.id for r in records]))
         conditions.append(created(table, "batch_id", batch.id))
     conditions.append(created("fills", "batch_id", batch.id))
+    if batch.fill is not None:
+        conditions.append(changed("fills", [batch.fill.id]))
     return list(db.session.scalars(select(AuditEntry).where(or_(*conditions)).order_by(AuditEntry.seq).limit(limit)))
 
 
@@ -110,6 +112,7 @@ def batch_record(batch: Batch) -> dict[str, Any]:
         "open_deviations": open_deviations(batch),
         "vials": vials,
         "fill": batch.fill,
+        "fill_signatures": signatures_for(batch.fill) if batch.fill else [],
         "label_prints": label_prints_of(batch),
         "custody": {v.id: custody_events(v) for v in vials} if len(vials) <= 200 else {},
         "audit_entries": audit_entries_of(batch),

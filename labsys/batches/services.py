@@ -23,7 +23,8 @@ from labsys.batches import rules
 from labsys.batches.common import get_or_404, load, refuse, require_role, setting, work  # noqa: F401
 from labsys.batches.donors import (determine_eligibility, donor_decision, markers_of, receive_cord,  # noqa: F401
                                    register_donor, update_donor)
-from labsys.batches.models import Batch, Cord, Passage, ProcessStep, Reagent, StepReagent, StepType, TissueMethod
+from labsys.batches.models import (Batch, Cord, Fill, Passage, ProcessStep, Reagent, StepReagent, StepType,
+                                   TissueMethod)
 from labsys.batches.quality import (add_reagent, assess_deviation, close_deviation, deviations_of,  # noqa: F401
                                     open_deviations, raise_deviation, set_reagent_status, usable_reagents)
 from labsys.batches.rules import Eligibility, ReagentStatus
@@ -258,7 +259,11 @@ def correct_passage(user: User, passage: Passage, reason: str | None, seeded_via
 
 
 # ---------------------------------------------------------------- read API for release and custody
-def unverified_entries(batch: Batch) -> list[Passage]:
-    """Critical manual entries (passage counts and viability) still awaiting second-person
-    verification; fill is refused while any remains, and release reads this."""
-    return [p for p in batch.passages if not p.is_verified]
+def unverified_entries(batch: Batch) -> list[Passage | Fill]:
+    """Critical manual entries (passage counts and viability, the fill's cells per vial and
+    viability) still awaiting second-person verification. Fill is refused while a passage entry
+    remains; release reads this list. Each entry has ``entry_label`` (P0, P1 … or Fill)."""
+    entries: list[Passage | Fill] = [p for p in batch.passages if not p.is_verified]
+    if batch.fill is not None and not batch.fill.is_verified:
+        entries.append(batch.fill)
+    return entries

@@ -15,6 +15,7 @@ from labsys.audit.services import Actor, record_event
 from labsys.auth.models import User
 from labsys.auth.roles import Role
 from labsys.auth.services import actor_of
+from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches import rules
 from labsys.batches.models import (Batch, Box, Fill, LabelKind, LabelPrint, Rack, StepType, Tank, Vial, VialEvent,
                                    position_label)
@@ -59,7 +60,7 @@ def fill_batch(user: User, batch: Batch, vial_count: int, viable_cells_per_vial:
     pending = unverified_entries(batch)
     if pending:
         problems.append(("vial_count", _("%(n)d passage entries await second-person verification: %(list)s.",
-                                         n=len(pending), list=", ".join(f"P{p.passage_number}" for p in pending))))
+                                         n=len(pending), list=", ".join(p.entry_label for p in pending))))
     problems += rules.fill_problems(vial_count, viable_cells_per_vial, volume_ml, viability_percent,
                                     last.harvested_viable_cells if last else None)
     reagents, reagent_problems = _reagents_for(reagent_ids, started_at.date())
@@ -71,7 +72,8 @@ def fill_batch(user: User, batch: Batch, vial_count: int, viable_cells_per_vial:
         step = _add_step(user, batch, StepType.FILL, started_at, filled_at, equipment, reagents)
         db.session.add(Fill(batch=batch, step=step, vial_count=vial_count, viable_cells_per_vial=viable_cells_per_vial,
                             volume_ml=Decimal(volume_ml), cryoprotectant=cryoprotectant.strip(),
-                            viability_percent=Decimal(viability_percent), filled_at=filled_at))
+                            viability_percent=Decimal(viability_percent), filled_at=filled_at,
+                            entered_by_id=user.id))
         vials = [Vial(identifier=vial_identifier(batch.identifier, division), batch=batch, division=division,
                       viable_cells=viable_cells_per_vial, volume_ml=Decimal(volume_ml),
                       cryoprotectant=cryoprotectant.strip(), filled_at=filled_at, expiry_date=expiry,
@@ -79,6 +81,32 @@ def fill_batch(user: User, batch: Batch, vial_count: int, viable_cells_per_vial:
         db.session.add_all(vials)
         apply_batch_transition(batch, BatchStatus.QUARANTINE)
     return vials
+
+
+def verify_fill(user: User, fill: Fill, viable_cells_per_vial: int | None, viability_percent: Decimal | None,
+                check: SignatureCheck) -> Fill:
+    """Second-person verification of the fill's critical entries (EU GMP Annex 11 §6): a different
+    user re-enters viable cells per vial and viability from the source record, then signs."""
+    require_role(user, Role.TECHNICIAN, Role.QA)
+    if fill.is_verified:
+        raise RuleViolation(_("The fill is already verified."))
+    if user.id == fill.entered_by_id:
+        raise RuleViolation(_("A different person must verify the entry."), [_("You entered these values yourself.")])
+    problems = []
+    if viable_cells_per_vial != fill.viable_cells_per_vial:
+        problems.append(("viable_cells_per_vial", _("Does not match the entered count. Check the source record.")))
+    if viability_percent is None or Decimal(viability_percent) != fill.viability_percent:
+        problems.append(("viability_percent", _("Does not match the entered viability. Check the source record.")))
+    if problems:
+        raise refuse(_("Verification failed: the values differ."), problems)
+    with work(user, "batch.fill.verify") as session, session.no_autoflush:
+        load(fill)
+        if fill.is_verified:  # re-read under the write lock
+            raise RuleViolation(_("The fill is already verified."))
+        fill.verified_by_id = user.id
+        fill.verified_at = utcnow()
+        sign(check, fill)
+    return fill
 
 
 # ---------------------------------------------------------------- states and custody

@@ -19,7 +19,7 @@ from labsys.auth.roles import Role, allow
 from labsys.auth.signatures import authenticate_signer
 from labsys.batches import forms, services, vials as vial_services
 from labsys.batches.labels import vial_label_sheet_pdf
-from labsys.batches.models import Batch, Box, Cord, Deviation, DeviationStatus, Donor, Passage
+from labsys.batches.models import Batch, Box, Cord, Deviation, DeviationStatus, Donor, Fill, Passage
 from labsys.batches.record import batch_record, growth_chart_svg
 from labsys.batches.rules import (ELIGIBILITY_LABELS, MARKER_LABELS, MARKER_RESULT_LABELS, REAGENT_STATUS_LABELS,
                                   SCREENING_LABELS, Eligibility, Marker, ReagentStatus)
@@ -193,6 +193,24 @@ def passage_verify(passage_id: int):
         flash(_("P%(n)d verified.", n=passage.passage_number), "success")
         return redirect(url_for("batches.batch_detail", batch_id=passage.batch_id))
     return render_template("batches/verify_form.html", form=form, passage=passage), 422 if form.errors else 200
+
+
+@bp.route("/fills/<int:fill_id>/verify", methods=["GET", "POST"])
+@allow(Role.TECHNICIAN, Role.QA)
+def fill_verify(fill_id: int):
+    fill = services.get_or_404(Fill, fill_id)
+    form = forms.VerifyFillForm()
+    if form.validate_on_submit():
+        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
+                                    SignatureMeaning.VERIFIED, form.sign_comment.data)
+        try:
+            vial_services.verify_fill(current_user, fill, form.viable_cells_per_vial.data,
+                                      form.viability_percent.data, check)
+        except RuleViolation as error:
+            return _refused(form, error, "batches/verify_fill_form.html", fill=fill)
+        flash(_("Fill verified."), "success")
+        return redirect(url_for("batches.batch_detail", batch_id=fill.batch_id))
+    return render_template("batches/verify_fill_form.html", form=form, fill=fill), 422 if form.errors else 200
 
 
 @bp.route("/passages/<int:passage_id>/correct", methods=["GET", "POST"])

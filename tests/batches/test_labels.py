@@ -13,6 +13,13 @@ from labsys.documents import codec
 from labsys.documents.isbt import mod37_2_check
 
 
+@pytest.fixture(params=["sqlite"])
+def engine_name(request):
+    """Rendering and scanning labels is engine-independent: these run on SQLite only; label
+    accounting is exercised on both engines in test_services.py. This keeps the PostgreSQL leg short."""
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def signing_key(tmp_path, monkeypatch):
     monkeypatch.setenv("LABSYS_SIGNING_KEY_FILE", str(tmp_path / "key.pem"))

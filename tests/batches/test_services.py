@@ -426,3 +426,18 @@ def test_a_pending_donors_cord_is_received_but_an_ineligible_donors_is_refused(d
         lab.cord(ineligible)
     assert "ineligible" in refused.value.reasons[0]
     assert count(db, Cord) == 1
+
+
+def test_the_fills_critical_entries_are_verified_by_a_second_person(db, lab):
+    batch = lab.filled(vials=2)
+    fill = batch.fill
+    assert services.unverified_entries(batch) == [fill] and fill.entry_label == "Fill"
+    check = lab.check(lab.tech, SignatureMeaning.VERIFIED)
+    with pytest.raises(RuleViolation):
+        vial_services.verify_fill(lab.tech, fill, 10_000_000, Decimal("93"), check)
+    with pytest.raises(RuleViolation) as refused:
+        vial_services.verify_fill(lab.tech2, fill, 9_000_000, Decimal("93"), lab.check(lab.tech2, SignatureMeaning.VERIFIED))
+    assert [f for f, _ in refused.value.problems] == ["viable_cells_per_vial"]
+    vial_services.verify_fill(lab.tech2, fill, 10_000_000, Decimal("93.00"), lab.check(lab.tech2, SignatureMeaning.VERIFIED))
+    assert services.unverified_entries(batch) == [] and fill.verified_by_id == lab.tech2.id
+    assert db.session.scalars(select(Signature).where(Signature.entity_type == "fills")).one().user_id == lab.tech2.id

@@ -3,6 +3,7 @@ verification, deviations, lists with search and pagination, the batch record and
 import datetime as dt
 import re
 
+import pytest
 from sqlalchemy import func, select
 
 from labsys.batches.models import Batch, Cord, Deviation, Donor, Passage, Vial
@@ -11,6 +12,13 @@ from labsys.timefmt import to_lab
 from .conftest import CLEAN
 
 DEMO_PASSWORD = "demo-password-for-tests"
+
+
+@pytest.fixture(params=["sqlite"])
+def engine_name(request):
+    """Pages are engine-independent: these run on SQLite only; every rule and constraint they
+    touch is exercised on both engines in test_services.py. This keeps the PostgreSQL leg short."""
+    return request.param
 
 
 def local(value: dt.datetime) -> str:
@@ -301,3 +309,16 @@ def test_qa_takes_a_vial_out_of_use_with_a_reason(db, lab, login_as):
     assert db.session.get(Vial, vial.id).status.value == "destroyed"
     page = qa.get(f"/batches/vials/{vial.id}").get_data(as_text=True)
     assert "status.destroyed" in page and "Cracked vial" in page and "Take out of use" not in page
+
+
+def test_the_fill_is_verified_from_the_batch_page(db, lab, login_as):
+    batch = lab.filled(vials=2)
+    technician = login_as("technician")
+    page = technician.get(f"/batches/{batch.id}").get_data(as_text=True)
+    assert f'/batches/fills/{batch.fill.id}/verify">Fill</a>' in page
+    second = login_as("technician2")
+    response = second.post_form(f"/batches/fills/{batch.fill.id}/verify", {
+        "viable_cells_per_vial": "10000000", "viability_percent": "93", "sign_username": "technician2",
+        "sign_password": DEMO_PASSWORD})
+    assert response.status_code == 302
+    assert 'id="unverified-alert"' not in technician.get(f"/batches/{batch.id}").get_data(as_text=True)
