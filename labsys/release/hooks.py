@@ -21,8 +21,10 @@ _PATIENT_LOOKUP_KEY = "labsys_release_patient_lookup"
 def _potency_function() -> Callable[[str], Any] | None:
     try:
         module = importlib.import_module("labsys.potency.services")
-    except ImportError:
-        return None
+    except ModuleNotFoundError as error:  # the potency feature is not installed; anything else is a bug
+        if error.name and (error.name == "labsys.potency" or error.name.startswith("labsys.potency.")):
+            return None
+        raise
     return getattr(module, "approved_potency_for_lot", None)
 
 

@@ -13,7 +13,7 @@ from labsys.release.models import QCResult, ReleaseDecision, SpecStatus, Specifi
 
 from tests.conftest import DEMO_PASSWORD
 
-from .conftest import enter_results, passing_potency
+from .conftest import enter_results, enter_results_via_services, passing_potency
 
 
 def sign_fields(username: str, comment: str = "reviewed") -> dict:
@@ -22,7 +22,7 @@ def sign_fields(username: str, comment: str = "reviewed") -> dict:
 
 def test_qa_sees_every_rule_with_verdict_words_and_releases_a_passing_lot(lots, users, potency_runs, login_as, db):
     batch = lots.lot()
-    enter_results(users, batch)
+    enter_results_via_services(users, batch)
     passing_potency(potency_runs, batch)
     qa = login_as("qa")
     page = qa.get(f"/release/lots/{batch.id}").get_data(as_text=True)
@@ -72,6 +72,18 @@ def test_rejecting_marks_vials_destroyed(lots, users, login_as, db):
                             token_from=f"/release/lots/{batch.id}")
     assert response.status_code == 302
     assert {v.status for v in db.session.get(Batch, batch.id).vials} == {VialStatus.DESTROYED}
+
+
+def test_deciding_a_lot_already_decided_is_a_clear_error(lots, login_as, db):
+    batch = lots.lot()
+    qa = login_as("qa")
+    url = f"/release/lots/{batch.id}/decide"
+    assert qa.post_form(url, {"decision": "reject", **sign_fields("qa", "no")},
+                        token_from=f"/release/lots/{batch.id}").status_code == 302
+    again = qa.post_form(url, {"decision": "reject", **sign_fields("qa", "again")}, token_from="/release/")
+    assert again.status_code == 409
+    assert "is not awaiting a QA decision (it is rejected)" in again.get_data(as_text=True)
+    assert db.session.scalar(select(func.count(ReleaseDecision.id))) == 1
 
 
 def test_technicians_cannot_open_the_qa_review(lots, login_as):
