@@ -70,7 +70,7 @@ def _load() -> None:
 
 
 def _released_lot(users) -> Batch | None:
-    from labsys.batches.demo import CLEAN, _run_batch
+    from labsys.batches.demo import _run_batch
     from labsys.release import decisions, results
     from labsys.release.defaults import NEGATIVE_MARKERS, POSITIVE_MARKERS
     from labsys.release.selection import select_for_trial
