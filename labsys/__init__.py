@@ -19,6 +19,7 @@ FEATURES = [
     "labsys.batches",
     "labsys.release",
     "labsys.trial",
+    "labsys.chain_of_custody",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
