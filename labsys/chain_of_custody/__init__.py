@@ -26,3 +26,23 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Accountability"), "custody.accountability", [Role.PHARMACIST, Role.QA], order=620)
     add_nav(app, _l("Shipments"), "custody.shipments", [Role.PHARMACIST, Role.TECHNICIAN], order=630)
     add_demo_loader(app, load_demo_data, order=900)
+    from labsys.navigation import add_route_examples
+    from labsys.release.hooks import register_patient_lookup
+
+    add_route_examples(app, route_examples)
+    from labsys.chain_of_custody.services import patients_of_vials
+
+    register_patient_lookup(app, patients_of_vials)  # the recall page names who received each vial
+
+
+def route_examples() -> dict[str, list]:
+    """Real values for the custody pages' URL arguments (route walks), from the database."""
+    from sqlalchemy import select
+
+    from labsys.chain_of_custody.models import Dispensing, Shipment
+    from labsys.extensions import db
+
+    def first_ids(model, n: int = 2) -> list[int]:
+        return list(db.session.scalars(select(model.id).order_by(model.id).limit(n)))
+
+    return {"dispensing_id": first_ids(Dispensing), "shipment_id": first_ids(Shipment), "fmt": ["csv", "pdf"]}

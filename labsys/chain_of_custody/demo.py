@@ -56,6 +56,17 @@ def _load() -> None:
     if not proposal.vials:
         return
     services.allocate(users["pharmacist"], order, [v.identifier for v in proposal.vials])
+    # The allocated vials travel from the GMP lab to the pharmacy in a dry shipper.
+    from labsys.chain_of_custody import shipping
+
+    shipment = shipping.ship(users["technician"], [v.identifier for v in proposal.vials],
+                             "Hospital cold-chain courier (dry shipper DS-3)", "Pharmacy, clean room 2",
+                             Decimal("-196"), Decimal("-150"))
+    start = utcnow() - dt.timedelta(minutes=50)
+    shipping.record_readings(users["technician"], shipment, [
+        (start + dt.timedelta(minutes=10 * i), Decimal(reading))
+        for i, reading in enumerate(("-188.5", "-187.9", "-186.2", "-185.8", "-185.1"))])
+    shipping.receive(users["pharmacist"], shipment, [services.vial_payload(v) for v in proposal.vials])
     for vial in proposal.vials:
         services.thaw(users["pharmacist"], vial, Decimal("37.0"), "water bath WB-02")
     dispensing = services.dispense(

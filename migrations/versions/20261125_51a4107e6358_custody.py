@@ -3,7 +3,7 @@
 Merges the trial and release heads.
 
 Revision ID: 51a4107e6358
-Revises: 96b2103ce772, e0f0d1362d95
+Revises: 96b2103ce772
 Create Date: 2026-11-25 12:32:38.645499
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '51a4107e6358'
-down_revision = ('96b2103ce772', 'e0f0d1362d95')
+down_revision = '96b2103ce772'
 branch_labels = None
 depends_on = None
 

@@ -49,5 +49,6 @@ def test_an_invalid_approved_run_is_reported_invalid(app):
 
 
 def test_without_a_registered_lookup_no_patient_is_known(app):
+    app.extensions.pop(hooks._PATIENT_LOOKUP_KEY, None)  # as when the custody feature is absent
     assert hooks.patient_lookup_available() is False
     assert hooks.patients_of([object()]) == {}
