@@ -110,6 +110,7 @@ def register_template_helpers(app: Flask) -> None:
     from labsys.timefmt import format_datetime
 
     app.jinja_env.filters["labtime"] = format_datetime
+    app.jinja_env.tests["startingwith"] = lambda value, prefix: str(value).startswith(prefix)
     app.jinja_env.add_extension("jinja2.ext.do")
 
     @app.context_processor
