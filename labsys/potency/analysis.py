@@ -1,0 +1,384 @@
+"""BV2 potency image analysis: one field image in, per-cell measures and a field summary out.
+
+Pure functions over numpy arrays (numpy, scipy and scikit-image only). The steps are:
+
+1. background correction (coarse median of the field) and Gaussian denoising;
+2. threshold at the background median plus a multiple of the robust noise SD, holes filled;
+3. seeded watershed that splits touching cells, seeds being h-maxima of the smoothed
+   log-intensity (a soma must stand out from the bridge to its neighbour);
+4. removal of debris and of slivers of cells lying outside the field; optional exclusion of
+   every cell touching the field edge (the potency measurement excludes them, the validation
+   against ground truth keeps them);
+5. per-cell measures computed for all cells at once (bincount sums over the label image);
+6. activated/resting classification and the field summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy
+import skimage
+from scipy import ndimage as ndi
+from skimage import morphology, segmentation
+from skimage.transform import resize
+
+from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
+    DEFAULT_PARAMETER_SET_NAME,
+    PARAMETER_SETS,
+    ParameterSet,
+    get_parameter_set,
+)
+
+ALGORITHM_VERSION = "1.0.0"
+
+CELL_TABLE_COLUMNS = (
+    "label",
+    "area_um2",
+    "perimeter_um",
+    "circularity",
+    "solidity",
+    "aspect_ratio",
+    "endpoints",
+    "branch_length_um",
+    "activated",
+    "centroid_row_px",
+    "centroid_col_px",
+)
+
+# Directions of the support function used for the convex hull (solidity).
+_HULL_DIRECTIONS = 48
+
+
+@dataclass
+class FieldResult:
+    """The outcome of scoring one field, with everything needed to reproduce it."""
+
+    cell_count: int
+    activated_count: int
+    activation_fraction: float
+    median_area_um2: float
+    pixel_size_um: float
+    parameter_set_name: str
+    parameter_set_version: int
+    algorithm_version: str
+    library_versions: dict[str, str]
+    labels: np.ndarray = field(repr=False)
+    cells: dict[str, np.ndarray] = field(repr=False)
+    border_cells_excluded: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        """The field summary as plain JSON-serialisable values."""
+        return {
+            "cell_count": self.cell_count,
+            "activated_count": self.activated_count,
+            "activation_fraction": self.activation_fraction,
+            "median_area_um2": self.median_area_um2,
+            "algorithm_version": self.algorithm_version,
+            "params": {"name": self.parameter_set_name, "version": self.parameter_set_version},
+        }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the numerical libraries the result depends on."""
+    return {"numpy": np.__version__, "scipy": scipy.__version__, "scikit-image": skimage.__version__}
+
+
+def _as_float_image(image: np.ndarray) -> np.ndarray:
+    array = np.asarray(image)
+    if array.ndim != 2:
+        raise ValueError(f"A field image must be 2-D grayscale, got shape {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"Unsupported image data type {array.dtype}.")
+    result = array.astype(np.float32)
+    if not np.isfinite(result).all():
+        raise ValueError("The field image contains NaN or infinite values.")
+    return result
+
+
+def _background(image: np.ndarray, window_px: float) -> np.ndarray:
+    """Uneven illumination: a median over `window_px`, computed on a block-averaged copy."""
+    step = max(1, int(window_px // 24))
+    rows, cols = image.shape
+    rows_cut, cols_cut = rows - rows % step or rows, cols - cols % step or cols
+    small = image[:rows_cut, :cols_cut]
+    if step > 1:
+        small = small.reshape(rows_cut // step, step, cols_cut // step, step).mean(axis=(1, 3))
+    size = max(3, int(round(window_px / step)) | 1)
+    small = ndi.median_filter(small, size=size, mode="reflect")
+    if step == 1 and small.shape == image.shape:
+        return small
+    return resize(small, image.shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True).astype(
+        np.float32
+    )
+
+
+def _touching_edge(labels: np.ndarray) -> np.ndarray:
+    """Boolean per label id: does the object touch the field edge."""
+    touching = np.zeros(int(labels.max()) + 1, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        touching[edge] = True
+    touching[0] = False
+    return touching
+
+
+def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
+    """Label image (int32, 0 = background) of every cell in the field, border cells included.
+
+    Debris smaller than `debris_max_area_um2` and edge slivers smaller than
+    `border_fragment_max_area_um2` are removed; labels are consecutive from 1.
+    Accepts 8- or 16-bit integer or float grayscale images.
+    """
+    if pixel_size_um <= 0:
+        raise ValueError("pixel_size_um must be positive.")
+    pixel_area_um2 = pixel_size_um**2
+    raw = _as_float_image(image)
+    background = _background(raw, params.background_window_um / pixel_size_um)
+    smoothed = ndi.gaussian_filter(raw, params.smoothing_sigma_um / pixel_size_um) - background
+
+    sample = smoothed[::2, ::2]
+    centre = float(np.median(sample))
+    noise_sd = 1.4826 * float(np.median(np.abs(sample - centre)))
+    if noise_sd <= 0:
+        noise_sd = float(np.std(sample))
+    if noise_sd <= 0:
+        return np.zeros(raw.shape, dtype=np.int32)
+    mask = smoothed > centre + params.threshold_noise_sd * noise_sd
+    mask = ndi.binary_fill_holes(mask)
+    if not mask.any():
+        return np.zeros(raw.shape, dtype=np.int32)
+
+    bridge_px = int(round(params.bridge_gap_um / pixel_size_um))
+    grown = ndi.binary_dilation(mask, iterations=bridge_px) if bridge_px > 0 else mask
+
+    seed_image = ndi.gaussian_filter(raw, params.seed_sigma_um / pixel_size_um) - background
+    seed_image = np.log(np.maximum(seed_image, noise_sd) / noise_sd).astype(np.float32)
+    seed_image[~grown] = 0
+    seeds = morphology.h_maxima(seed_image, params.seed_prominence).astype(bool) & grown
+    markers, marker_count = ndi.label(seeds)
+    labels = segmentation.watershed(-seed_image, markers, mask=grown)
+
+    # Pieces too small to be a cell, sharing a blob with other seeds, lose their seed and are
+    # flooded by a neighbour: they are over-split parts of one cell, not cells of their own.
+    components, _ = ndi.label(grown)
+    piece_area = np.bincount(labels.ravel(), weights=mask.ravel(), minlength=marker_count + 1)
+    component_of_marker = np.zeros(marker_count + 1, dtype=np.int64)
+    component_of_marker[markers[seeds]] = components[seeds]
+    seeds_in_component = np.bincount(component_of_marker[1:], minlength=int(components.max()) + 1)
+    small = piece_area * pixel_area_um2 < params.split_min_area_um2
+    merge = small & (seeds_in_component[component_of_marker] > 1)
+    merge[0] = False
+    if merge.any():
+        markers = np.where(merge[markers], 0, markers)
+        labels = segmentation.watershed(-seed_image, markers, mask=grown)
+    labels = np.where(mask, labels, 0).astype(np.int32)
+
+    area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
+    drop = area_um2 < params.debris_max_area_um2
+    drop |= _touching_edge(labels) & (area_um2 < params.border_fragment_max_area_um2)
+    drop[0] = False
+    if drop.any():
+        labels[drop[labels]] = 0
+    relabelled, _, _ = segmentation.relabel_sequential(labels)
+    return relabelled.astype(np.int32)
+
+
+def exclude_border_cells(labels: np.ndarray) -> np.ndarray:
+    """The label image without cells touching the field edge, relabelled from 1."""
+    touching = _touching_edge(labels)
+    kept = np.where(touching[labels], 0, labels)
+    relabelled, _, _ = segmentation.relabel_sequential(kept)
+    return relabelled.astype(np.int32)
+
+
+def _perimeter_px(labels: np.ndarray, count: int) -> np.ndarray:
+    """Per-label perimeter, the same estimator as skimage.measure.perimeter (4-connected border),
+    evaluated for all labels at once on the border pixels only."""
+    padded = np.pad(labels, 1)
+    core = padded[1:-1, 1:-1]
+    interior = core > 0
+    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        interior &= padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc] == core
+    border = (core > 0) & ~interior
+    rows, cols = np.nonzero(border)
+    own = core[rows, cols]
+    border_padded = np.pad(border, 1)
+    code = np.full(rows.size, 1, dtype=np.int32)
+    weights = {(-1, -1): 10, (-1, 0): 2, (-1, 1): 10, (0, -1): 2, (0, 1): 2, (1, -1): 10, (1, 0): 2, (1, 1): 10}
+    for (dr, dc), weight in weights.items():
+        same = (padded[rows + 1 + dr, cols + 1 + dc] == own) & border_padded[rows + 1 + dr, cols + 1 + dc]
+        code += weight * same
+    contribution = np.zeros(50, dtype=np.float64)
+    contribution[[5, 7, 15, 17, 25, 27]] = 1.0
+    contribution[[21, 33]] = np.sqrt(2)
+    contribution[[13, 23]] = (1 + np.sqrt(2)) / 2
+    return np.bincount(own, weights=contribution[code], minlength=count + 1)
+
+
+def _hull_area_px(labels: np.ndarray, count: int, centroid_r: np.ndarray, centroid_c: np.ndarray) -> np.ndarray:
+    """Per-label convex hull area from the support function in many directions (pixel squares,
+    so a single pixel has hull area 1). Exact for polygons with edges in those directions and
+    within about 0.2 % of the true hull otherwise."""
+    eroded = ndi.grey_erosion(labels, size=3, mode="constant", cval=0)
+    edge_pixels = (labels > 0) & (eroded != labels)
+    rows, cols = np.nonzero(edge_pixels)
+    own = labels[rows, cols]
+    order = np.argsort(own, kind="stable")
+    own, rows, cols = own[order], rows[order], cols[order]
+    angles = np.arange(_HULL_DIRECTIONS) * (2 * np.pi / _HULL_DIRECTIONS)
+    cos, sin = np.cos(angles), np.sin(angles)
+    projection = (rows - centroid_r[own])[:, None] * cos + (cols - centroid_c[own])[:, None] * sin
+    starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
+    support = np.maximum.reduceat(projection, starts, axis=0) + 0.5 * (np.abs(cos) + np.abs(sin))
+    step = 2 * np.pi / _HULL_DIRECTIONS
+    neighbours = np.roll(support, 1, axis=1) + np.roll(support, -1, axis=1)
+    area = 0.5 * np.sum(support * (neighbours - 2 * support * np.cos(step)), axis=1) / np.sin(step)
+    result = np.zeros(count + 1)
+    result[own[starts]] = area
+    return result
+
+
+def _skeleton_measures(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label skeleton endpoints and total branch length in pixels, from one skeleton of the
+    whole field (cells kept apart by a one-pixel gap where they touch)."""
+    skeleton = morphology.skeletonize((labels > 0) & ~_has_foreign_neighbour(labels))
+    skeleton_u8 = skeleton.astype(np.uint8)
+    neighbours = ndi.convolve(skeleton_u8, np.ones((3, 3), np.uint8), mode="constant") - skeleton_u8
+    endpoint_labels = labels[skeleton & (neighbours == 1)]
+    endpoints = np.bincount(endpoint_labels, minlength=count + 1)
+
+    # Links between skeleton pixels: orthogonal ones count 1, diagonal ones √2 unless an
+    # orthogonal path already joins the two pixels (a staircase corner).
+    s = skeleton
+    length = np.bincount(labels[:, :-1][s[:, :-1] & s[:, 1:]], minlength=count + 1).astype(np.float64)
+    length += np.bincount(labels[:-1, :][s[:-1, :] & s[1:, :]], minlength=count + 1)
+    down_right = s[:-1, :-1] & s[1:, 1:] & ~s[:-1, 1:] & ~s[1:, :-1]
+    down_left = s[:-1, 1:] & s[1:, :-1] & ~s[:-1, :-1] & ~s[1:, 1:]
+    length += np.sqrt(2) * np.bincount(labels[:-1, :-1][down_right], minlength=count + 1)
+    length += np.sqrt(2) * np.bincount(labels[:-1, 1:][down_left], minlength=count + 1)
+    return endpoints, length
+
+
+def _has_foreign_neighbour(labels: np.ndarray) -> np.ndarray:
+    """Pixels with a different non-zero label among their 8 neighbours."""
+    high = ndi.maximum_filter(labels, size=3)
+    low = ndi.minimum_filter(np.where(labels > 0, labels, np.iinfo(np.int32).max), size=3)
+    return (high != labels) & (high > 0) | (low != labels) & (low != np.iinfo(np.int32).max)
+
+
+def measure_cells(labels: np.ndarray, pixel_size_um: float) -> dict[str, np.ndarray]:
+    """Per-cell measures for every label 1..N, as a dict of equally long numpy arrays:
+    label, area_um2, perimeter_um, circularity (4πA/P², capped at 1), solidity (area over convex
+    hull area), aspect_ratio (major over minor axis of the equivalent ellipse), endpoints and
+    branch_length_um of the skeleton, centroid_row_px and centroid_col_px."""
+    labels = np.asarray(labels).astype(np.int32, copy=False)
+    count = int(labels.max()) if labels.size else 0
+    flat = labels.ravel()
+    rows, cols = np.indices(labels.shape, dtype=np.float64)
+    area = np.bincount(flat, minlength=count + 1).astype(np.float64)
+    safe_area = np.maximum(area, 1)
+    mean_r = np.bincount(flat, weights=rows.ravel(), minlength=count + 1) / safe_area
+    mean_c = np.bincount(flat, weights=cols.ravel(), minlength=count + 1) / safe_area
+    # Central second moments (+1/12 for the extent of a pixel square).
+    var_r = np.bincount(flat, weights=(rows**2).ravel(), minlength=count + 1) / safe_area - mean_r**2 + 1 / 12
+    var_c = np.bincount(flat, weights=(cols**2).ravel(), minlength=count + 1) / safe_area - mean_c**2 + 1 / 12
+    cov = np.bincount(flat, weights=(rows * cols).ravel(), minlength=count + 1) / safe_area - mean_r * mean_c
+    spread = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
+    major = (var_r + var_c) / 2 + spread
+    minor = np.maximum((var_r + var_c) / 2 - spread, 1e-12)
+
+    perimeter = _perimeter_px(labels, count) if count else np.zeros(1)
+    hull = _hull_area_px(labels, count, mean_r, mean_c) if count else np.zeros(1)
+    endpoints, branch_length = _skeleton_measures(labels, count) if count else (np.zeros(1), np.zeros(1))
+
+    present = slice(1, count + 1)
+    area_um2 = area[present] * pixel_size_um**2
+    perimeter_um = perimeter[present] * pixel_size_um
+    with np.errstate(divide="ignore", invalid="ignore"):
+        circularity = np.where(perimeter_um > 0, 4 * np.pi * area_um2 / perimeter_um**2, 1.0)
+        solidity = np.where(hull[present] > 0, area[present] / hull[present], 1.0)
+    return {
+        "label": np.arange(1, count + 1, dtype=np.int32),
+        "area_um2": area_um2,
+        "perimeter_um": perimeter_um,
+        "circularity": np.minimum(circularity, 1.0),
+        "solidity": np.minimum(solidity, 1.0),
+        "aspect_ratio": np.sqrt(major[present] / minor[present]),
+        "endpoints": endpoints[present].astype(np.int32),
+        "branch_length_um": branch_length[present] * pixel_size_um,
+        "centroid_row_px": mean_r[present],
+        "centroid_col_px": mean_c[present],
+    }
+
+
+def classify_cells(cells: dict[str, np.ndarray], params: ParameterSet) -> np.ndarray:
+    """Activated (True) or resting (False) per cell: large cells are activated, and so are
+    mid-sized cells with a low circularity (polymorphic, with projections)."""
+    area = cells["area_um2"]
+    by_size = area >= params.activated_min_area_um2
+    by_shape = (area >= params.shape_rule_min_area_um2) & (cells["circularity"] <= params.activated_max_circularity)
+    return by_size | by_shape
+
+
+def score_field(
+    image: np.ndarray, pixel_size_um: float, params: ParameterSet, exclude_border: bool = True
+) -> FieldResult:
+    """Segment, measure and classify one field and summarise it.
+
+    With `exclude_border` (the potency rule) cells touching the field edge are left out of the
+    label image, the cell table and the summary. activation_fraction and median_area_um2 are
+    0.0 and NaN when no cell is found.
+    """
+    labels = segment(image, pixel_size_um, params)
+    if exclude_border:
+        labels = exclude_border_cells(labels)
+    cells = measure_cells(labels, pixel_size_um)
+    activated = classify_cells(cells, params)
+    cells["activated"] = activated
+    cell_count = int(activated.size)
+    activated_count = int(activated.sum())
+    return FieldResult(
+        cell_count=cell_count,
+        activated_count=activated_count,
+        activation_fraction=activated_count / cell_count if cell_count else 0.0,
+        median_area_um2=float(np.median(cells["area_um2"])) if cell_count else float("nan"),
+        pixel_size_um=float(pixel_size_um),
+        parameter_set_name=params.name,
+        parameter_set_version=params.version,
+        algorithm_version=ALGORITHM_VERSION,
+        library_versions=library_versions(),
+        labels=labels,
+        cells=cells,
+        border_cells_excluded=exclude_border,
+    )
+
+
+def contrast_stretch(image: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5) -> np.ndarray:
+    """The image scaled to uint8 between two intensity percentiles."""
+    raw = _as_float_image(image)
+    low, high = np.percentile(raw, [low_percentile, high_percentile])
+    if high <= low:
+        high = low + 1
+    return (np.clip((raw - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+
+
+ACTIVATED_COLOUR = (255, 140, 0)
+RESTING_COLOUR = (0, 220, 255)
+
+
+def outline_overlay(image: np.ndarray, labels: np.ndarray, activated_mask_per_label: np.ndarray) -> np.ndarray:
+    """RGB uint8 picture of the contrast-stretched field with each cell's outline drawn in orange
+    (activated) or cyan (resting). `activated_mask_per_label[i]` is the class of label i + 1."""
+    grey = contrast_stretch(image)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    labels = np.asarray(labels)
+    classes = np.zeros(int(labels.max()) + 1, dtype=np.int8)
+    flags = np.asarray(activated_mask_per_label, dtype=bool)
+    classes[1 : flags.size + 1] = np.where(flags, 2, 1)
+    outline = segmentation.find_boundaries(labels, mode="inner") & (labels > 0)
+    cls = classes[labels]
+    rgb[outline & (cls == 2)] = ACTIVATED_COLOUR
+    rgb[outline & (cls == 1)] = RESTING_COLOUR
+    return rgb
