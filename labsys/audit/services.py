@@ -7,13 +7,16 @@ audit entry per created or changed regulated record, in the same transaction, ch
 from __future__ import annotations
 
 import contextlib
+import os
 import contextvars
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from sqlalchemy import event, inspect, select
+from flask import current_app
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.orm import Mapper, Session
 
 from labsys.audit.models import GENESIS_HASH, AuditEntry
@@ -108,19 +111,24 @@ def _changes(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return old, new
 
 
-def entry_hash(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+HASHED_COLUMNS = ("seq", "recorded_at", "user_id", "actor_name", "action", "entity_type",
+                  "entity_id", "old_values", "new_values", "reason", "prev_hash")
 
 
-def _hash_fields(seq: int, recorded_at: dt.datetime, user_id: int | None, actor_name: str,
-                 action: str, entity_type: str, entity_id: str | None, old_values: str | None,
-                 new_values: str | None, reason: str | None, prev_hash: str) -> dict[str, Any]:
-    return {
-        "seq": seq, "recorded_at": recorded_at, "user_id": user_id, "actor_name": actor_name,
-        "action": action, "entity_type": entity_type, "entity_id": entity_id,
-        "old_values": old_values, "new_values": new_values, "reason": reason,
-        "prev_hash": prev_hash,
-    }
+def iso_utc(value: dt.datetime | str) -> str:
+    """The one text form of an entry's time that is hashed: ISO 8601, UTC, microseconds.
+    SQLite hands back its stored text ('YYYY-MM-DD HH:MM:SS.ffffff', always UTC here)."""
+    if isinstance(value, str):
+        return value.replace(" ", "T", 1) + "+00:00"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def entry_hash(values: tuple | list) -> str:
+    """SHA-256 over the canonical JSON array of an entry's columns in HASHED_COLUMNS order,
+    with the time as ``iso_utc`` text and the previous entry's hash last."""
+    return hashlib.sha256(json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
 def _append(connection: Any, rows: list[dict[str, Any]]) -> None:
@@ -138,11 +146,10 @@ def _append(connection: Any, rows: list[dict[str, Any]]) -> None:
         seq += 1
         old_json = None if row["old"] is None else canonical_json(row["old"])
         new_json = None if row["new"] is None else canonical_json(row["new"])
-        fields = _hash_fields(seq, now, row["actor"].user_id, row["actor"].name, row["action"],
-                              row["entity_type"], row["entity_id"], old_json, new_json,
-                              row["reason"], prev_hash)
-        digest = entry_hash(fields)
-        inserts.append({**fields, "recorded_at": now, "hash": digest})
+        values = (seq, iso_utc(now), row["actor"].user_id, row["actor"].name, row["action"],
+                  row["entity_type"], row["entity_id"], old_json, new_json, row["reason"], prev_hash)
+        digest = entry_hash(values)
+        inserts.append({**dict(zip(HASHED_COLUMNS, values)), "recorded_at": now, "hash": digest})
         prev_hash = digest
     connection.execute(AuditEntry.__table__.insert(), inserts)
 
@@ -263,36 +270,91 @@ class VerifyResult:
     found_at: bool | None = None
 
 
-def verify_chain(session: Session, at_hash: str | None = None) -> VerifyResult:
-    """Replay the whole chain: sequence continuity, previous-hash links and each entry's hash."""
-    query = select(
-        AuditEntry.seq, AuditEntry.recorded_at, AuditEntry.user_id, AuditEntry.actor_name,
-        AuditEntry.action, AuditEntry.entity_type, AuditEntry.entity_id, AuditEntry.old_values,
-        AuditEntry.new_values, AuditEntry.reason, AuditEntry.prev_hash, AuditEntry.hash,
-    ).order_by(AuditEntry.seq)
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
-    count = 0
-    found_at = None if at_hash is None else False
-    for row in session.execute(query.execution_options(yield_per=5000)):
-        count += 1
-        if row.seq != expected_seq:
-            return VerifyResult(False, count, expected_prev, row.seq,
-                                f"entry {expected_seq} is missing (next is {row.seq})")
-        if row.prev_hash != expected_prev:
-            return VerifyResult(False, count, expected_prev, row.seq,
-                                "its previous-hash does not match the entry before it")
-        fields = _hash_fields(row.seq, row.recorded_at, row.user_id, row.actor_name, row.action,
-                              row.entity_type, row.entity_id, row.old_values, row.new_values,
-                              row.reason, row.prev_hash)
-        if entry_hash(fields) != row.hash:
-            return VerifyResult(False, count, expected_prev, row.seq,
-                                "its content does not match its hash")
-        if at_hash is not None and row.hash == at_hash:
-            found_at = True
-        expected_prev = row.hash
+_VERIFY_SQL = ("SELECT seq, recorded_at, user_id, actor_name, action, entity_type, entity_id, "
+               "old_values, new_values, reason, prev_hash, hash FROM audit_entries "
+               "WHERE seq BETWEEN :first AND :last ORDER BY seq")
+
+
+def verify_range(connection: Any, first: int, last: int, at_hash: str | None = None) -> dict[str, Any]:
+    """Check entries first..last: continuous sequence, each hash, each link inside the range.
+    Returns the range's first prev-hash and last hash so that ranges can be joined."""
+    expected_seq = first
+    previous: str | None = None
+    start_prev: str | None = None
+    found = False
+    result = connection.execution_options(stream_results=True, yield_per=20000).execute(
+        text(_VERIFY_SQL), {"first": first, "last": last})
+    for row in result:
+        seq = row[0]
+        if seq != expected_seq:
+            return {"ok": False, "broken_seq": seq, "problem": f"entry {expected_seq} is missing (next is {seq})"}
+        prev_hash, stored = row[10], row[11]
+        if previous is None:
+            start_prev = prev_hash
+        elif prev_hash != previous:
+            return {"ok": False, "broken_seq": seq, "problem": "its previous-hash does not match the entry before it"}
+        values = (seq, iso_utc(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], prev_hash)
+        if entry_hash(values) != stored:
+            return {"ok": False, "broken_seq": seq, "problem": "its content does not match its hash"}
+        if at_hash is not None and stored == at_hash:
+            found = True
+        previous = stored
         expected_seq += 1
-    return VerifyResult(True, count, expected_prev, found_at=found_at)
+    if expected_seq != last + 1:
+        return {"ok": False, "broken_seq": expected_seq, "problem": f"entry {expected_seq} is missing"}
+    return {"ok": True, "first_seq": first, "start_prev": start_prev, "end_hash": previous, "found": found}
+
+
+def _verify_worker(arguments: tuple[str, dict, int, int, str | None]) -> dict[str, Any]:
+    from sqlalchemy import create_engine
+
+    url, connect_args, first, last, at_hash = arguments
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            return verify_range(connection, first, last, at_hash)
+    finally:
+        engine.dispose()
+
+
+PARALLEL_THRESHOLD = 200_000
+
+
+def verify_chain(session: Session, at_hash: str | None = None, workers: int | None = None) -> VerifyResult:
+    """Replay the whole chain: sequence continuity, previous-hash links and each entry's hash.
+    Long chains are checked in parallel ranges (one process per core) and the ranges joined."""
+    bounds = session.execute(select(func.min(AuditEntry.seq), func.max(AuditEntry.seq),
+                                    func.count())).one()
+    session.rollback()
+    first, last, count = bounds
+    if not count:
+        return VerifyResult(True, 0, GENESIS_HASH, found_at=None if at_hash is None else False)
+    if first != 1:
+        return VerifyResult(False, count, GENESIS_HASH, 1, f"entry 1 is missing (first is {first})")
+    workers = workers or (os.cpu_count() or 1)
+    engine = session.get_bind()
+    if count >= PARALLEL_THRESHOLD and workers > 1:
+        import multiprocessing
+
+        step = -(-last // workers)
+        ranges = [(lo, min(lo + step - 1, last)) for lo in range(1, last + 1, step)]
+        url = engine.url.render_as_string(hide_password=False)
+        connect_args = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args", {})
+        with multiprocessing.get_context("spawn").Pool(len(ranges)) as pool:
+            parts = pool.map(_verify_worker, [(url, connect_args, lo, hi, at_hash) for lo, hi in ranges])
+    else:
+        with engine.connect() as connection:
+            parts = [verify_range(connection, 1, last, at_hash)]
+    expected_prev = GENESIS_HASH
+    for part in parts:
+        if not part["ok"]:
+            return VerifyResult(False, count, expected_prev, part["broken_seq"], part["problem"])
+        if part["start_prev"] != expected_prev:
+            return VerifyResult(False, count, expected_prev, part["first_seq"],
+                                "its previous-hash does not match the entry before it")
+        expected_prev = part["end_hash"]
+    found = None if at_hash is None else any(part["found"] for part in parts)
+    return VerifyResult(True, count, expected_prev, found_at=found)
 
 
 def chain_head(session: Session) -> str:

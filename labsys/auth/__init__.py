@@ -7,7 +7,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from labsys.auth.roles import AUTHENTICATED, PUBLIC, access_of, roles_may
-from labsys.extensions import login_manager
+from labsys.extensions import csrf, login_manager
 
 # Endpoints a user who must change their password may still use.
 _PASSWORD_GATE_OPEN = {"auth.change_password", "auth.logout", "auth.set_language", "static",
@@ -25,6 +25,29 @@ def init_app(app: Flask) -> None:
     @login_manager.user_loader
     def load_user(token: str):
         return services.load_session_user(token)
+
+    @login_manager.request_loader
+    def load_user_from_token(req):
+        """Scanners and scripts send ``Authorization: Bearer <token>`` to /api/ routes only."""
+        header = req.headers.get("Authorization", "")
+        if req.path.startswith("/api/") and header.startswith("Bearer "):
+            user = services.load_token_user(header[7:].strip())
+            if user is not None:
+                g.api_token_auth = True
+            return user
+        return None
+
+    @app.before_request
+    def check_csrf():
+        """CSRF on every state-changing request, except API calls authenticated by a bearer
+        token (no cookie is involved, so there is nothing to forge). Browser calls to the API
+        send the token in the X-CSRFToken header."""
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            return None
+        if request.path.startswith("/api/") and request.headers.get("Authorization", "").startswith("Bearer "):
+            return None
+        csrf.protect()
+        return None
 
     @login_manager.unauthorized_handler
     def unauthorized():
@@ -67,6 +90,7 @@ def init_app(app: Flask) -> None:
     from labsys.navigation import add_nav
 
     add_nav(app, _l("Users"), "admin.users", [Role.ADMIN], order=950)
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # check_csrf above decides
 
     from labsys.auth.forms import MEANING_LABELS
     from labsys.auth.models import SignatureMeaning

@@ -91,3 +91,8 @@ class SignatureForm(SignatureFormMixin, FlaskForm):
 
 class LanguageForm(FlaskForm):
     locale = HiddenField(validators=[DataRequired()])
+
+
+class ApiTokenForm(FlaskForm):
+    name = StringField(_l("Where the token is used"), validators=[DataRequired(), Length(max=80)],
+                       description=_l("For example: pharmacy handheld scanner 2"))

@@ -134,3 +134,22 @@ class Signature(Audited, db.Model):
 
 
 make_append_only(Signature.__table__)
+
+
+class ApiToken(Audited, db.Model):
+    """A per-user token for scanners and scripts (``Authorization: Bearer <token>``). Only its
+    SHA-256 is stored; the token is shown once at creation. Revoked, never deleted."""
+
+    __tablename__ = "api_tokens"
+    __audit_exclude__ = ("last_used_at",)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(12))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship()

@@ -19,7 +19,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
 from labsys.audit.services import Actor, record_event, unit_of_work
-from labsys.auth.models import User, UserRole, UserSession
+from labsys.auth.models import ApiToken, User, UserRole, UserSession
 from labsys.auth.roles import Role
 from labsys.db import utcnow, write_transaction
 from labsys.errors import NotFound, RuleViolation
@@ -295,3 +295,54 @@ def _touch_session(session_id: int, **values) -> None:
     with write_transaction(db.session):
         db.session.execute(update(UserSession).where(UserSession.id == session_id).values(**values))
         db.session.commit()
+
+
+API_TOKEN_PREFIX = "lsk_"
+
+
+def create_api_token(user: User, name: str) -> tuple[ApiToken, str]:
+    """Create a token for the user's own scanner or script; returns it once, in clear."""
+    name = name.strip()
+    if not name or len(name) > 80:
+        raise RuleViolation(_("Name the token (where it is used), up to 80 characters."),
+                            [_("Name the token (where it is used), up to 80 characters.")], field="name")
+    secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with unit_of_work(actor_of(user), "api_token.create"):
+        token = ApiToken(user_id=user.id, name=name, prefix=secret[:12], token_hash=_token_hash(secret))
+        db.session.add(token)
+    return token, secret
+
+
+def revoke_api_token(user: User, token_id: int) -> None:
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != user.id:
+        raise NotFound(_("No such token."))
+    if token.revoked_at is not None:
+        raise RuleViolation(_("This token is already revoked."))
+    with unit_of_work(actor_of(user), "api_token.revoke"):
+        token.revoked_at = utcnow()
+
+
+def tokens_of(user: User) -> list[ApiToken]:
+    return list(db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)
+                                   .order_by(ApiToken.created_at.desc())))
+
+
+def load_token_user(secret: str) -> User | None:
+    """The active user behind a live API token, or None."""
+    if not secret.startswith(API_TOKEN_PREFIX):
+        return None
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
+    if token is None or token.revoked_at is not None:
+        return None
+    user = token.user
+    if not user.active or user.is_locked or password_change_due(user):
+        return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > SEEN_WRITE_INTERVAL:
+        with write_transaction(db.session):
+            db.session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+            db.session.commit()
+        user = db.session.get(User, token.user_id)
+    user.session_token = None
+    return user

@@ -8,7 +8,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
 from labsys.auth import services
-from labsys.auth.forms import ChangePasswordForm, LanguageForm, LoginForm
+from labsys.auth.forms import ApiTokenForm, ChangePasswordForm, LanguageForm, LoginForm
 from labsys.auth.roles import allow_public, allow_signed_in
 from labsys.errors import RuleViolation
 from labsys.extensions import limiter
@@ -91,3 +91,28 @@ def set_anonymous_language():
     if form.validate_on_submit() and form.locale.data in current_app.config["LANGUAGES"]:
         session["locale"] = form.locale.data
     return redirect(safe_next(request.form.get("next")) or url_for("auth.login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@allow_signed_in
+def account():
+    """The user's own page: language, password, and API tokens for scanners."""
+    form = ApiTokenForm()
+    new_secret = None
+    if form.validate_on_submit():
+        try:
+            _, new_secret = services.create_api_token(current_user, form.name.data)
+        except RuleViolation as refused:
+            form.name.errors = list(refused.reasons)
+        else:
+            form = ApiTokenForm(formdata=None)
+    return render_template("auth/account.html", form=form, tokens=services.tokens_of(current_user),
+                           new_secret=new_secret)
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@allow_signed_in
+def revoke_token(token_id: int):
+    services.revoke_api_token(current_user, token_id)
+    flash(_("Token revoked; it no longer works."), "success")
+    return redirect(url_for("auth.account"))

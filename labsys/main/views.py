@@ -21,6 +21,14 @@ def home():
                            links=nav_for(current_app, current_user.role_set))
 
 
+@bp.route("/api/v1/me")
+@allow_signed_in
+def api_me():
+    """Who the API token (or browser session) acts as: scanners call it to check their token."""
+    return jsonify({"username": current_user.username, "full_name": current_user.full_name,
+                    "roles": sorted(r.value for r in current_user.role_set)})
+
+
 @bp.route("/healthz")
 @allow_public
 def healthz():

@@ -161,3 +161,25 @@ def test_concurrent_writers_keep_one_unbroken_chain(app, db, demo_users):
     db.session.rollback()
     assert db.session.scalar(select(func.count()).where(AuditEntry.action == "load.test")) == 40
     assert verify_chain(db.session).ok
+
+
+@pytest.mark.parametrize("tampering, broken_seq", [
+    ([], None),
+    (["UPDATE audit_entries SET reason = 'x' WHERE seq = 3"], 3),
+    (["DELETE FROM audit_entries WHERE seq = 9"], 10),
+    (["UPDATE audit_entries SET action = 'x' WHERE seq = 14"], 14),
+], ids=["intact", "early", "boundary", "late"])
+def test_parallel_verification_joins_ranges_and_finds_every_break(db, demo_users, engine_name,
+                                                                  monkeypatch, tampering, broken_seq):
+    from labsys.audit import services as audit_services
+
+    monkeypatch.setattr(audit_services, "PARALLEL_THRESHOLD", 1)
+    db.session.rollback()
+    last = db.session.scalar(select(func.max(AuditEntry.seq)))
+    assert last >= 16
+    _behind_the_apps_back(db, engine_name, tampering)
+    result = verify_chain(db.session, workers=2)
+    if broken_seq is None:
+        assert result.ok and result.entries == last
+    else:
+        assert not result.ok and result.broken_seq == broken_seq
