@@ -100,7 +100,7 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 
 def _background(image: np.ndarray, window_px: float) -> np.ndarray:
     """Uneven illumination: a median over `window_px`, computed on a block-averaged copy."""
-    step = max(1, int(window_px // 24))
+    step = max(1, int(window_px // 12))
     rows, cols = image.shape
     rows_cut, cols_cut = rows - rows % step or rows, cols - cols % step or cols
     small = image[:rows_cut, :cols_cut]
@@ -124,17 +124,122 @@ def _touching_edge(labels: np.ndarray) -> np.ndarray:
     return touching
 
 
-def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
-    """Label image (int32, 0 = background) of every cell in the field, border cells included.
+def _merge_regions(
+    regions: np.ndarray, seed_image: np.ndarray, mask: np.ndarray, prominence: float, min_area_px: float
+) -> np.ndarray:
+    """Merge watershed regions grown from every local maximum, h-maxima style: a region whose peak
+    rises less than `prominence` above its highest saddle to a brighter neighbour joins that
+    neighbour, and a region with fewer than `min_area_px` mask pixels joins the neighbour it
+    shares its highest saddle with. Vectorised over the region adjacency edges; repeated until
+    nothing changes (a few rounds)."""
+    count = int(regions.max())
+    if count < 2:
+        return regions
+    pairs_a, pairs_b, pairs_saddle = [], [], []
+    for a, b, fa, fb in (
+        (regions[:, :-1], regions[:, 1:], seed_image[:, :-1], seed_image[:, 1:]),
+        (regions[:-1, :], regions[1:, :], seed_image[:-1, :], seed_image[1:, :]),
+    ):
+        boundary = (a != b) & (a > 0) & (b > 0)
+        pairs_a.append(a[boundary])
+        pairs_b.append(b[boundary])
+        pairs_saddle.append(np.minimum(fa[boundary], fb[boundary]))
+    edge_a = np.concatenate(pairs_a).astype(np.int64)
+    edge_b = np.concatenate(pairs_b).astype(np.int64)
+    edge_saddle = np.concatenate(pairs_saddle).astype(np.float64)
+    if edge_a.size == 0:
+        return regions
+    index = np.arange(1, count + 1)
+    peak = np.zeros(count + 1)
+    peak[1:] = ndi.maximum(seed_image, regions, index)
+    area = np.bincount(regions.ravel(), weights=mask.ravel(), minlength=count + 1)
+    parent = np.arange(count + 1)
+    for _round in range(200):
+        low = np.minimum(edge_a, edge_b)
+        high = np.maximum(edge_a, edge_b)
+        keep = low != high
+        low, high, saddle = low[keep], high[keep], edge_saddle[keep]
+        if low.size == 0:
+            break
+        # One saddle per adjacent pair: the highest.
+        key = low * (count + 1) + high
+        order = np.lexsort((-saddle, key))
+        first = np.r_[True, key[order][1:] != key[order][:-1]]
+        low, high, saddle = low[order][first], high[order][first], saddle[order][first]
+        # Each edge seen from both ends: region `r` may join neighbour `q`.
+        r = np.r_[low, high]
+        q = np.r_[high, low]
+        s = np.r_[saddle, saddle]
+        # Prominence merges go to a brighter neighbour, area merges to a larger one; one kind
+        # per round, so every round's merges follow one strict order and cannot form cycles.
+        joins_brighter = (peak[q] > peak[r]) | ((peak[q] == peak[r]) & (q < r))
+        wants = joins_brighter & (peak[r] - s < prominence)
+        if not wants.any():
+            joins_larger = (area[q] > area[r]) | ((area[q] == area[r]) & (q < r))
+            wants = joins_larger & (area[r] < min_area_px)
+        if not wants.any():
+            break
+        r, q, s = r[wants], q[wants], s[wants]
+        order = np.lexsort((-s, r))
+        chosen = np.r_[True, r[order][1:] != r[order][:-1]]
+        r, q = r[order][chosen], q[order][chosen]
+        step_parent = np.arange(count + 1)
+        step_parent[r] = q
+        while True:
+            grand = step_parent[step_parent]
+            if np.array_equal(grand, step_parent):
+                break
+            step_parent = grand
+        parent = step_parent[parent]
+        edge_a, edge_b = step_parent[edge_a], step_parent[edge_b]
+        merged_peak = np.zeros(count + 1)
+        np.maximum.at(merged_peak, step_parent, peak)
+        peak = merged_peak
+        area = np.bincount(step_parent, weights=area, minlength=count + 1)
+    return parent[regions]
 
-    Debris smaller than `debris_max_area_um2` and edge slivers smaller than
+
+def _working_factor(pixel_size_um: float, params: ParameterSet) -> int:
+    """Integer block size that brings the pixel size up to the parameter set's working pixel
+    size (1 when the image is already as coarse)."""
+    return max(1, int(np.floor(params.working_pixel_size_um / pixel_size_um + 1e-9)))
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return image
+    rows, cols = image.shape
+    pad_r, pad_c = (-rows) % factor, (-cols) % factor
+    if pad_r or pad_c:
+        image = np.pad(image, ((0, pad_r), (0, pad_c)), mode="edge")
+    return image.reshape(image.shape[0] // factor, factor, image.shape[1] // factor, factor).mean(axis=(1, 3))
+
+
+def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
+    """Label image (int32, same shape as `image`, 0 = background) of every cell in the field,
+    border cells included.
+
+    The field is block-averaged to the parameter set's working pixel size when it is finer (a
+    16-bit BV2 field at 0.65 µm/pixel is worked at 1.3 µm/pixel); labels are returned at the
+    input resolution. Debris smaller than `debris_max_area_um2` and edge slivers smaller than
     `border_fragment_max_area_um2` are removed; labels are consecutive from 1.
     Accepts 8- or 16-bit integer or float grayscale images.
     """
+    labels = _segment_working(image, pixel_size_um, params)
+    factor = _working_factor(pixel_size_um, params)
+    if factor == 1:
+        return labels
+    rows, cols = np.shape(image)
+    return np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)[:rows, :cols]
+
+
+def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
     if pixel_size_um <= 0:
         raise ValueError("pixel_size_um must be positive.")
+    factor = _working_factor(pixel_size_um, params)
+    raw = _block_mean(_as_float_image(image), factor).astype(np.float32)
+    pixel_size_um = pixel_size_um * factor
     pixel_area_um2 = pixel_size_um**2
-    raw = _as_float_image(image)
     background = _background(raw, params.background_window_um / pixel_size_um)
     smoothed = ndi.gaussian_filter(raw, params.smoothing_sigma_um / pixel_size_um) - background
 
@@ -155,24 +260,16 @@ def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np
 
     seed_image = ndi.gaussian_filter(raw, params.seed_sigma_um / pixel_size_um) - background
     seed_image = np.log(np.maximum(seed_image, noise_sd) / noise_sd).astype(np.float32)
+    if params.seed_distance_weight > 0:
+        distance_um = ndi.distance_transform_edt(mask) * pixel_size_um
+        seed_image += params.seed_distance_weight * np.log1p(distance_um)
     seed_image[~grown] = 0
-    seeds = morphology.h_maxima(seed_image, params.seed_prominence).astype(bool) & grown
-    markers, marker_count = ndi.label(seeds)
-    labels = segmentation.watershed(-seed_image, markers, mask=grown)
-
-    # Pieces too small to be a cell, sharing a blob with other seeds, lose their seed and are
-    # flooded by a neighbour: they are over-split parts of one cell, not cells of their own.
-    components, _ = ndi.label(grown)
-    piece_area = np.bincount(labels.ravel(), weights=mask.ravel(), minlength=marker_count + 1)
-    component_of_marker = np.zeros(marker_count + 1, dtype=np.int64)
-    component_of_marker[markers[seeds]] = components[seeds]
-    seeds_in_component = np.bincount(component_of_marker[1:], minlength=int(components.max()) + 1)
-    small = piece_area * pixel_area_um2 < params.split_min_area_um2
-    merge = small & (seeds_in_component[component_of_marker] > 1)
-    merge[0] = False
-    if merge.any():
-        markers = np.where(merge[markers], 0, markers)
-        labels = segmentation.watershed(-seed_image, markers, mask=grown)
+    peaks = (seed_image == ndi.maximum_filter(seed_image, size=3)) & grown
+    markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
+    regions = segmentation.watershed(-seed_image, markers, mask=grown)
+    labels = _merge_regions(
+        regions, seed_image, mask, params.seed_prominence, params.split_min_area_um2 / pixel_area_um2
+    )
     labels = np.where(mask, labels, 0).astype(np.int32)
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
@@ -374,8 +471,8 @@ def outline_overlay(image: np.ndarray, labels: np.ndarray, activated_mask_per_la
     grey = contrast_stretch(image)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
     labels = np.asarray(labels)
-    classes = np.zeros(int(labels.max()) + 1, dtype=np.int8)
     flags = np.asarray(activated_mask_per_label, dtype=bool)
+    classes = np.zeros(max(int(labels.max()), flags.size) + 1, dtype=np.int8)
     classes[1 : flags.size + 1] = np.where(flags, 2, 1)
     outline = segmentation.find_boundaries(labels, mode="inner") & (labels > 0)
     cls = classes[labels]

@@ -19,6 +19,8 @@ class ParameterSet:
     Lengths are in micrometres and areas in square micrometres, so one set serves any pixel size.
 
     Segmentation:
+    - working_pixel_size_um: finer images are block-averaged by a whole factor towards this
+      pixel size before segmentation (speed; cells of 10 µm and more lose nothing).
     - background_window_um: width of the median window that estimates uneven illumination.
     - smoothing_sigma_um: Gaussian denoising before thresholding.
     - threshold_noise_sd: a pixel is cell when it exceeds the background median by this many
@@ -29,6 +31,8 @@ class ParameterSet:
     - seed_prominence: a seed must rise this much above the saddle to a brighter seed, in natural
       log units of noise-scaled intensity (1.0 means the dimmer soma is e ≈ 2.7× brighter than
       the dimmest point of the bridge joining them).
+    - seed_distance_weight: weight of log(1 + distance to the mask edge in µm) added to the seed
+      image, so that two touching round cells of even brightness still give two seeds.
     - split_min_area_um2: a watershed piece smaller than this is merged into its neighbour
       instead of being reported as a cell.
     - debris_max_area_um2: objects smaller than this are debris and dropped.
@@ -44,12 +48,14 @@ class ParameterSet:
 
     name: str
     version: int
+    working_pixel_size_um: float = 1.3
     background_window_um: float = 95.0
     smoothing_sigma_um: float = 1.1
     threshold_noise_sd: float = 9.0
     bridge_gap_um: float = 2.3
     seed_sigma_um: float = 4.5
     seed_prominence: float = 1.0
+    seed_distance_weight: float = 0.0
     split_min_area_um2: float = 60.0
     debris_max_area_um2: float = 40.0
     border_fragment_max_area_um2: float = 200.0
@@ -96,9 +102,31 @@ class ParameterSet:
 
 
 DEFAULT_PARAMETER_SET_NAME = "bv2-default-v1"
+MICROGLIA_PARAMETER_SET_NAME = "microglia-primary-v1"
 
+# The two sets share the threshold, debris and border rules; they differ in the seed scale of
+# the watershed, which follows cell size: BV2 cells are compact (10–30 µm) and touching resting
+# cells must split, while ramified primary microglia (50–100 µm across, one bright soma, dim
+# processes) would be cut into pieces at that scale. The microglia set is the one validated
+# against the EMBL ground-truth masks; the BV2 set against synthetic BV2 fields with known truth.
 PARAMETER_SETS: dict[str, ParameterSet] = {
-    DEFAULT_PARAMETER_SET_NAME: ParameterSet(name=DEFAULT_PARAMETER_SET_NAME, version=1),
+    DEFAULT_PARAMETER_SET_NAME: ParameterSet(
+        name=DEFAULT_PARAMETER_SET_NAME,
+        version=1,
+        seed_sigma_um=2.5,
+        seed_prominence=0.3,
+        seed_distance_weight=0.5,
+        activated_min_area_um2=220.0,
+        shape_rule_min_area_um2=150.0,
+        activated_max_circularity=0.6,
+    ),
+    MICROGLIA_PARAMETER_SET_NAME: ParameterSet(
+        name=MICROGLIA_PARAMETER_SET_NAME,
+        version=1,
+        seed_sigma_um=4.5,
+        seed_prominence=1.0,
+        seed_distance_weight=0.0,
+    ),
 }
 
 
