@@ -16,6 +16,7 @@ FEATURES = [
     "labsys.audit",
     "labsys.auth",
     "labsys.main",
+    "labsys.potency",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
