@@ -17,7 +17,8 @@ from labsys.potency import jobs, services
 from labsys.potency.models import FieldImage, FieldScore, LotResult, PlateWell, PotencyRun
 from labsys.potency.states import RunState, WellCondition
 from tests.conftest import DEMO_PASSWORD
-from tests.potency.conftest import RUN_DEFAULTS, field_tiff, layout_files, make_run, plain_tiff
+from tests.potency.app_support import potency_config  # noqa: F401  (autouse)
+from tests.potency.app_support import RUN_DEFAULTS, field_tiff, layout_files, make_run, plain_tiff
 
 
 def _scored_run(demo_users, seed=100, **overrides):

@@ -1,4 +1,5 @@
-"""Potency test helpers: images kept under the test's tmp dir, jobs run inline (Huey
+"""Potency app test helpers (imported by the app-side test modules; the autouse fixture
+must be imported into each module): images kept under the test's tmp dir, jobs run inline (Huey
 immediate mode), small synthetic fields."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from labsys.potency.demo import tiff_bytes
 
 
 @pytest.fixture(autouse=True)
-def _potency_config(request, tmp_path):
+def potency_config(request, tmp_path):
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
         app.config.update(POTENCY_IMAGE_DIR=str(tmp_path / "images"), POTENCY_HUEY_IMMEDIATE=True,
