@@ -37,9 +37,9 @@ class RunForm(FlaskForm):
     max_replicate_cv_percent = FloatField(_l("Replicate CV limit (%)"), default=20.0,
                                           validators=[InputRequired(), NumberRange(min=0.1, max=1000)])
     min_z_prime = FloatField(_l("Minimum Z′"), default=0.4, validators=[InputRequired(), NumberRange(min=-10, max=1)])
-    reference_min_inhibition = FloatField(_l("Reference lot: lower control limit (% inhibition)"),
+    reference_min_inhibition = FloatField(_l("Reference lot: lower control limit (percent inhibition)"),
                                           validators=[Optional()])
-    reference_max_inhibition = FloatField(_l("Reference lot: upper control limit (% inhibition)"),
+    reference_max_inhibition = FloatField(_l("Reference lot: upper control limit (percent inhibition)"),
                                           validators=[Optional()])
     is_validation = BooleanField(_l("Assay validation run (may calibrate a parameter set)"))
     notes = TextAreaField(_l("Notes"), validators=[Optional(), Length(max=4000)])

@@ -231,7 +231,7 @@ def approve(run_id: int):
     run = _run_or_404(run_id)
     check = _sign(SignatureMeaning.APPROVED)
     services.approve_run(check, run)
-    flash(_("Run approved. Its % inhibition is now what release reads."), "success")
+    flash(_("Run approved. Its percent inhibition is now what release reads."), "success")
     return redirect(url_for("potency.run", run_id=run_id))
 
 
@@ -292,7 +292,7 @@ def raw_png(image_id: int):
 def trends():
     history = services.control_history()
     charts = []
-    for key, title, unit in (("reference", _("Reference lot % inhibition"), "%"),
+    for key, title, unit in (("reference", _("Reference lot percent inhibition"), "%"),
                              ("lps", _("LPS-only control score"), "")):
         points, stats = history[key]
         charts.append({"key": key, "title": title, "points": points, "stats": stats,
