@@ -149,9 +149,9 @@ def _merge_regions(
     edge_saddle = np.concatenate(pairs_saddle).astype(np.float64)
     if edge_a.size == 0:
         return regions
-    index = np.arange(1, count + 1)
     peak = np.zeros(count + 1)
-    peak[1:] = ndi.maximum(seed_image, regions, index)
+    inside = regions > 0
+    np.maximum.at(peak, regions[inside], seed_image[inside].astype(np.float64))
     area = np.bincount(regions.ravel(), weights=mask.ravel(), minlength=count + 1)
     parent = np.arange(count + 1)
     for _round in range(200):
@@ -226,11 +226,13 @@ def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np
     Accepts 8- or 16-bit integer or float grayscale images.
     """
     labels = _segment_working(image, pixel_size_um, params)
-    factor = _working_factor(pixel_size_um, params)
+    return _to_input_resolution(labels, np.shape(image), _working_factor(pixel_size_um, params))
+
+
+def _to_input_resolution(labels: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
     if factor == 1:
         return labels
-    rows, cols = np.shape(image)
-    return np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)[:rows, :cols]
+    return np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
 
 
 def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
@@ -372,16 +374,18 @@ def measure_cells(labels: np.ndarray, pixel_size_um: float) -> dict[str, np.ndar
     branch_length_um of the skeleton, centroid_row_px and centroid_col_px."""
     labels = np.asarray(labels).astype(np.int32, copy=False)
     count = int(labels.max()) if labels.size else 0
-    flat = labels.ravel()
-    rows, cols = np.indices(labels.shape, dtype=np.float64)
-    area = np.bincount(flat, minlength=count + 1).astype(np.float64)
+    flat_index = np.flatnonzero(labels)
+    own = labels.ravel()[flat_index]
+    rows, cols = np.divmod(flat_index, labels.shape[1])
+    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
+    area = np.bincount(own, minlength=count + 1).astype(np.float64)
     safe_area = np.maximum(area, 1)
-    mean_r = np.bincount(flat, weights=rows.ravel(), minlength=count + 1) / safe_area
-    mean_c = np.bincount(flat, weights=cols.ravel(), minlength=count + 1) / safe_area
+    mean_r = np.bincount(own, weights=rows, minlength=count + 1) / safe_area
+    mean_c = np.bincount(own, weights=cols, minlength=count + 1) / safe_area
     # Central second moments (+1/12 for the extent of a pixel square).
-    var_r = np.bincount(flat, weights=(rows**2).ravel(), minlength=count + 1) / safe_area - mean_r**2 + 1 / 12
-    var_c = np.bincount(flat, weights=(cols**2).ravel(), minlength=count + 1) / safe_area - mean_c**2 + 1 / 12
-    cov = np.bincount(flat, weights=(rows * cols).ravel(), minlength=count + 1) / safe_area - mean_r * mean_c
+    var_r = np.bincount(own, weights=rows**2, minlength=count + 1) / safe_area - mean_r**2 + 1 / 12
+    var_c = np.bincount(own, weights=cols**2, minlength=count + 1) / safe_area - mean_c**2 + 1 / 12
+    cov = np.bincount(own, weights=rows * cols, minlength=count + 1) / safe_area - mean_r * mean_c
     spread = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
     major = (var_r + var_c) / 2 + spread
     minor = np.maximum((var_r + var_c) / 2 - spread, 1e-12)
@@ -428,10 +432,15 @@ def score_field(
     label image, the cell table and the summary. activation_fraction and median_area_um2 are
     0.0 and NaN when no cell is found.
     """
-    labels = segment(image, pixel_size_um, params)
+    factor = _working_factor(pixel_size_um, params)
+    labels = _segment_working(image, pixel_size_um, params)
     if exclude_border:
         labels = exclude_border_cells(labels)
-    cells = measure_cells(labels, pixel_size_um)
+    # Measured at the working resolution, where the segmentation was made.
+    cells = measure_cells(labels, pixel_size_um * factor)
+    cells["centroid_row_px"] = (cells["centroid_row_px"] + 0.5) * factor - 0.5
+    cells["centroid_col_px"] = (cells["centroid_col_px"] + 0.5) * factor - 0.5
+    labels = _to_input_resolution(labels, np.shape(image), factor)
     activated = classify_cells(cells, params)
     cells["activated"] = activated
     cell_count = int(activated.size)
