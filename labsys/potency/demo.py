@@ -37,7 +37,7 @@ def tiff_bytes(image: np.ndarray) -> bytes:
 def demo_field(fraction: float, seed: int) -> bytes:
     from labsys.potency.synthetic import synthetic_field
 
-    field = synthetic_field(shape=(512, 512), cell_count=110, activation_fraction=fraction, seed=seed)
+    field = synthetic_field(shape=(512, 512), cell_count=90, activation_fraction=fraction, seed=seed)
     return tiff_bytes(field.image)
 
 

@@ -5,6 +5,7 @@ can show live progress. A field that cannot be scored is recorded as failed, not
 from __future__ import annotations
 
 import multiprocessing
+import weakref
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from huey.api import Huey
 
 from labsys.potency.scoring import FieldOutcome, score_stored_field
 
-_APPS: list[Flask] = []
+# The app a consumer thread without an app context scores with (weak: tests build many apps).
+_LAST_APP: "weakref.ref[Flask] | None" = None
 
 
 def register(app: Flask) -> None:
-    _APPS.append(app)
+    global _LAST_APP
+    _LAST_APP = weakref.ref(app)
 
 
 def get_huey(app: Flask) -> tuple[Huey, object]:
@@ -49,9 +52,10 @@ def enqueue_scoring(run_id: int) -> None:
 def _task_app() -> Flask:
     if has_app_context():
         return current_app._get_current_object()
-    if not _APPS:
+    app = _LAST_APP() if _LAST_APP is not None else None
+    if app is None:
         raise RuntimeError("no labsys app is registered for the potency jobs")
-    return _APPS[-1]
+    return app
 
 
 def _score_run_task(run_id: int) -> dict:

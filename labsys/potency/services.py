@@ -433,6 +433,11 @@ class ApprovedPotency:
     assay_date: dt.date
     approved_at: dt.datetime
 
+    @property
+    def value(self) -> float | None:
+        """The number release compares with its limit: % inhibition."""
+        return self.percent_inhibition
+
 
 def approved_potency_for_lot(lot_identifier: str) -> ApprovedPotency | None:
     """The most recent approved run's % inhibition for a lot under test (over all its ratios),

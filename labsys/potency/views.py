@@ -28,6 +28,13 @@ api = Blueprint("potency_api", __name__, url_prefix="/api/potency")
 STAFF = (Role.TECHNICIAN, Role.QA)
 
 
+def rule_labels() -> dict[str, str]:
+    """Translated names of the validity rules (their stored messages stay language-neutral)."""
+    return {"min_cells_per_field": _("Minimum cells per field"), "replicate_cv": _("Replicate CV"),
+            "z_prime": _("Assay window (Z′)"), "reference_lot": _("Reference lot within its control limits"),
+            "images_scored": _("Every included field scored")}
+
+
 def _run_or_404(run_id: int) -> PotencyRun:
     return services.get_run(run_id)
 
@@ -178,7 +185,7 @@ def run(run_id: int):
     images = [image for w in run.wells for image in w.images]
     return render_template("potency/run.html", run=run, evaluation=evaluation, wells=wells, images=images,
                            row_names=[chr(ord("A") + r) for r in range(rows)], col_numbers=list(range(1, cols + 1)),
-                           heat=_heat_bins(evaluation), action_form=ActionForm(), sign_form=SignForm(),
+                           heat=_heat_bins(evaluation), rule_labels=rule_labels(), action_form=ActionForm(), sign_form=SignForm(),
                            signatures=signatures_for(run),
                            can_qa=current_user.has_role(Role.QA),
                            can_tech=current_user.has_role(Role.TECHNICIAN))
