@@ -182,3 +182,23 @@ def test_run_transitions_follow_the_table(current, target):
 
 def test_an_approved_run_is_final():
     assert RUN_TRANSITIONS[RunState.APPROVED] == frozenset()
+
+
+def test_the_levey_jennings_chart_marks_rejected_points_with_shape_and_rule_names():
+    from dataclasses import dataclass
+
+    from labsys.potency.svg import levey_jennings_svg
+
+    @dataclass
+    class Point:
+        value: float
+        run_code: str
+        flags: list
+
+    values = [50.0, 52.0, 48.0, 51.0, 70.0]
+    stats = rules.control_statistics(values[:4])
+    flags = rules.westgard_flags(values, *stats)
+    svg = str(levey_jennings_svg([Point(v, f"R{i}", f) for i, (v, f) in enumerate(zip(values, flags))], stats, "Ref"))
+    assert "1-3s" in flags[-1]
+    assert svg.count('class="lj-point lj-reject"') == 1 and "1-3s" in svg
+    assert svg.count("<circle") == 4 and "mean" in svg and "R4" in svg

@@ -206,3 +206,41 @@ def test_demo_data_builds_a_scored_approved_run_once(app, db, demo_users):
     assert len(runs) == 1 and runs[0].state == RunState.APPROVED, runs[0].validity
     for lot in DEMO_TEST_LOTS:
         assert services.approved_potency_for_lot(lot).percent_inhibition is not None
+
+
+def test_qa_calibrates_from_an_approved_validation_run_and_approves_the_set(login_as, db, demo_users):
+    from labsys.auth.models import SignatureMeaning
+    from labsys.auth.signatures import authenticate_signer
+    from labsys.potency.models import CalibratedParameterSet
+
+    tech, qa = demo_users["technician"], demo_users["qa"]
+    run = make_run(tech, is_validation=True)
+    services.upload_images(tech, run, layout_files())
+    services.start_scoring(tech, run)
+    from labsys.potency import jobs
+
+    jobs.score_run(run.id)
+    run = services.get_run(run.id)
+    services.review_run(authenticate_signer(qa, "qa", DEMO_PASSWORD, SignatureMeaning.REVIEWED), run)
+    services.approve_run(authenticate_signer(qa, "qa", DEMO_PASSWORD, SignatureMeaning.APPROVED), run)
+    client = login_as("qa")
+    assert login_as("technician").post_form(f"/potency/{run.id}/calibrate", token_from="/potency/calibration").status_code == 403
+    assert client.post_form(f"/potency/{run.id}/calibrate", token_from="/potency/calibration").status_code == 302
+    record = db.session.scalar(select(CalibratedParameterSet))
+    page = client.get("/potency/calibration").get_data(as_text=True)
+    assert f"pset-{record.id}" in page and "Approve parameter set" in page
+    tech_client = login_as("technician")
+    assert f"{record.name}@{record.version}" not in tech_client.get("/potency/new").get_data(as_text=True)
+    response = client.post_form(f"/potency/parameter-sets/{record.id}/approve",
+                                {"sign_username": "qa", "sign_password": DEMO_PASSWORD}, token_from="/potency/calibration")
+    assert response.status_code == 302
+    assert db.session.get(CalibratedParameterSet, record.id).state.value == "approved"
+    assert f"{record.name}@{record.version}" in tech_client.get("/potency/new").get_data(as_text=True)
+
+
+def test_the_run_page_reads_in_simplified_chinese(login_as, demo_users):
+    run = _scored(demo_users)
+    client = login_as("qa")
+    client.post_form("/account/language", {"locale": "zh_CN", "next": "/"}, token_from="/")
+    html = client.get(f"/potency/{run.id}").get_data(as_text=True)
+    assert "效价运行" in html and "批次结果" in html and "运行有效性" in html
