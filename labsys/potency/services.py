@@ -3,6 +3,7 @@ calibrated parameter sets. Each takes plain values and the acting user, checks e
 and commits once through ``unit_of_work``."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import re
@@ -13,13 +14,14 @@ from typing import Iterable
 import numpy as np
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.models import User
 from labsys.auth.services import actor_of
 from labsys.auth.signatures import SignatureCheck, sign
 from labsys.db import utcnow
-from labsys.errors import NotFound, RuleViolation
+from labsys.errors import ConcurrentChange, NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.potency import rules
 from labsys.potency.evaluation import RunEvaluation, evaluate_run, replicate_group_for
@@ -29,6 +31,16 @@ from labsys.potency.models import (CalibratedParameterSet, FieldImage, FieldScor
 from labsys.potency.parameters import DEFAULT_PARAMETER_SET_NAME, PARAMETER_SETS, ParameterSet
 from labsys.potency.scoring import FieldOutcome
 from labsys.potency.states import ParameterSetState, RunState, WellCondition, check_run_transition
+
+@contextlib.contextmanager
+def _changing(actor: Actor, action: str, reason: str | None = None, *, reason_required: bool = False):
+    """``unit_of_work`` that turns a lost race on a versioned record into ConcurrentChange (409)."""
+    try:
+        with unit_of_work(actor, action, reason, reason_required=reason_required) as session:
+            yield session
+    except StaleDataError:
+        raise ConcurrentChange("Someone else changed this record first; reload and try again.") from None
+
 
 RATIO = re.compile(r"^\d+(\.\d+)?:\d+(\.\d+)?$")
 SYSTEM = Actor.system("potency-scoring")
@@ -189,7 +201,7 @@ def save_layout(user: User, run: PotencyRun, assignments: dict[str, WellAssignme
     if reasons:
         raise RuleViolation("The layout was not saved.", reasons)
     existing = {w.well: w for w in run.wells}
-    with unit_of_work(actor_of(user), "potency.layout.save"):
+    with _changing(actor_of(user), "potency.layout.save"):
         for well, assignment in cleaned.items():
             group = replicate_group_for(assignment.condition, assignment.lot_identifier, assignment.ratio)
             row = existing.get(well)
@@ -291,7 +303,7 @@ def exclude_field(user: User, image: FieldImage, reason: str) -> FieldImage:
     _require_state(run, RunState.DRAFT, RunState.SCORED, doing="exclude fields")
     if image.excluded:
         raise RuleViolation("This field is already excluded.", ["field: already excluded"])
-    with unit_of_work(actor_of(user), "potency.field.exclude", reason=reason, reason_required=True):
+    with _changing(actor_of(user), "potency.field.exclude", reason=reason, reason_required=True):
         image.excluded = True
         image.exclusion_reason = reason.strip()
         db.session.flush()
@@ -315,7 +327,7 @@ def start_scoring(user: User, run: PotencyRun) -> PotencyRun:
     if not images:
         raise RuleViolation("There is no image to score.", ["images: upload field images first"])
     resolve_parameter_set(run.parameter_set_name, run.parameter_set_version)
-    with unit_of_work(actor_of(user), "potency.scoring.start"):
+    with _changing(actor_of(user), "potency.scoring.start"):
         check_run_transition(run.state, RunState.SCORING)
         run.state = RunState.SCORING
         run.fields_total = len(images)
@@ -399,7 +411,7 @@ def review_run(check: SignatureCheck, run: PotencyRun) -> PotencyRun:
     reason kept on the run). Signed with meaning 'reviewed'."""
     _require_state(run, RunState.SCORED, doing="be reviewed")
     target = RunState.REVIEWED if run.valid else RunState.INVALID
-    with unit_of_work(actor_of(check.signer), "potency.run.review"):
+    with _changing(actor_of(check.signer), "potency.run.review"):
         check_run_transition(run.state, target)
         run.state = target
         sign(check, run)
@@ -412,7 +424,7 @@ def approve_run(check: SignatureCheck, run: PotencyRun) -> PotencyRun:
     if not run.valid:
         raise RuleViolation("An invalid run cannot be approved.",
                             [v["message"] for v in run.validity or [] if not v["passed"]])
-    with unit_of_work(actor_of(check.signer), "potency.run.approve"):
+    with _changing(actor_of(check.signer), "potency.run.approve"):
         check_run_transition(run.state, RunState.APPROVED)
         run.state = RunState.APPROVED
         run.approved_at = utcnow()
@@ -544,7 +556,7 @@ def approve_parameter_set(check: SignatureCheck, record: CalibratedParameterSet)
     """QA approves a proposed set (e-signature); only then can new runs use it."""
     if record.state != ParameterSetState.DRAFT:
         raise RuleViolation("Only a draft parameter set can be approved.", [f"state: {record.state.value}"])
-    with unit_of_work(actor_of(check.signer), "potency.parameter_set.approve"):
+    with _changing(actor_of(check.signer), "potency.parameter_set.approve"):
         record.state = ParameterSetState.APPROVED
         record.approved_at = utcnow()
         sign(check, record)

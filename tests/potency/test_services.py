@@ -263,3 +263,19 @@ def test_control_history_flags_westgard_rules_across_runs(db, demo_users):
         assert [p.value for p in points] == pytest.approx(expected)
         assert stats == pytest.approx(rules.control_statistics(expected))
         assert [p.flags for p in points] == rules.westgard_flags(expected, *stats)
+
+
+def test_two_reviewers_racing_on_one_run_cannot_both_change_it(app, db, demo_users):
+    from labsys.errors import ConcurrentChange
+
+    run = _scored_run(demo_users)
+    # A second session changes the run after this one loaded it.
+    with app.app_context():
+        services.review_run(_sign(demo_users["qa2"], SignatureMeaning.REVIEWED), services.get_run(run.id))
+    stale = run  # still the scored version this session read
+    assert stale.state == RunState.SCORED
+    with pytest.raises((ConcurrentChange, RuleViolation)):
+        services.review_run(_sign(demo_users["qa"], SignatureMeaning.REVIEWED), stale)
+    db.session.rollback()
+    reviews = db.session.scalars(select(Signature).where(Signature.entity_type == "potency_runs")).all()
+    assert len(reviews) == 1
