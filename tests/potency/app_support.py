@@ -3,6 +3,7 @@ must be imported into each module): images kept under the test's tmp dir, jobs r
 immediate mode), small synthetic fields."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 
@@ -12,9 +13,35 @@ import pytest
 from labsys.potency.demo import tiff_bytes
 
 
+_SCORED: dict = {}
+
+
+def memoised_score(image_id, path, filename, pixel_size_um, params, channel, max_pixels):
+    """The real field scoring, memoised on the file's content and the settings: the analysis is
+    deterministic, and many tests score the same synthetic plate (this keeps the suite fast)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from labsys.potency.scoring import score_stored_field
+
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return score_stored_field(image_id, path, filename, pixel_size_um, params, channel, max_pixels)
+    key = (digest, pixel_size_um, json.dumps(params, sort_keys=True), channel, max_pixels)
+    if key not in _SCORED:
+        _SCORED[key] = score_stored_field(image_id, path, filename, pixel_size_um, params, channel, max_pixels)
+    outcome = dataclasses.replace(_SCORED[key], image_id=image_id)
+    return outcome
+
+
 @pytest.fixture(autouse=True)
-def potency_config(request, tmp_path):
+def potency_config(request, tmp_path, monkeypatch):
     if "app" in request.fixturenames:
+        from labsys.potency import jobs
+
+        monkeypatch.setattr(jobs, "score_stored_field", memoised_score)
         app = request.getfixturevalue("app")
         app.config.update(POTENCY_IMAGE_DIR=str(tmp_path / "images"), POTENCY_HUEY_IMMEDIATE=True,
                           POTENCY_SCORING_PROCESSES=1, POTENCY_HUEY_FILE=str(tmp_path / "huey.db"))
