@@ -83,6 +83,7 @@ def test_a_technician_uploads_a_plate_watches_scoring_and_opens_the_overlay(pote
             if condition == "test":
                 page.select_option(f"#lot-{well}", lot)
             page.fill(f"#ratio-{well}", ratio)
+    screenshot(page, "potency-layout-editor")
     page.click("#layout-form button[type=submit].primary")
     page.wait_for_selector("text=Plate layout saved.")
     page.click("text=Upload field images")

@@ -244,3 +244,16 @@ def test_the_run_page_reads_in_simplified_chinese(login_as, demo_users):
     client.post_form("/account/language", {"locale": "zh_CN", "next": "/"}, token_from="/")
     html = client.get(f"/potency/{run.id}").get_data(as_text=True)
     assert "效价运行" in html and "批次结果" in html and "运行有效性" in html
+
+
+def test_the_home_page_shows_the_potency_panel_to_technicians_and_qa_only(login_as, demo_users):
+    run = _scored(demo_users)
+    assert run.state == RunState.SCORED
+    html = login_as("qa").get("/").get_data(as_text=True)
+    assert "BV2 potency" in html and "run(s) awaiting QA review or approval" in html
+    assert "BV2 potency" not in login_as("pharmacist").get("/").get_data(as_text=True)
+
+
+def test_progress_of_an_unknown_run_answers_json_404(login_as):
+    response = login_as("technician").get("/api/potency/runs/999/progress")
+    assert response.status_code == 404 and response.get_json()["error"] == "NotFound"
