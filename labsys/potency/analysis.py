@@ -5,7 +5,10 @@ Pure functions over numpy arrays (numpy, scipy and scikit-image only). The steps
 1. background correction (coarse median of the field) and Gaussian denoising;
 2. threshold at the background median plus a multiple of the robust noise SD, holes filled;
 3. seeded watershed that splits touching cells, seeds being h-maxima of the smoothed
-   log-intensity (a soma must stand out from the bridge to its neighbour);
+   log-intensity plus a distance term (a soma must stand out from the bridge to its neighbour);
+   the seed scale then adapts to the objects: a connected group holding a piece bigger than any
+   BV2 cell, or a large ramified piece, is segmented again with coarser seeds that keep a
+   primary microglia cell's processes with it;
 4. removal of debris and of slivers of cells lying outside the field; optional exclusion of
    every cell touching the field edge (the potency measurement excludes them, the validation
    against ground truth keeps them);
@@ -32,7 +35,7 @@ from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
     get_parameter_set,
 )
 
-ALGORITHM_VERSION = "1.0.0"
+ALGORITHM_VERSION = "2.0.0"
 
 CELL_TABLE_COLUMNS = (
     "label",
@@ -260,19 +263,25 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     bridge_px = int(round(params.bridge_gap_um / pixel_size_um))
     grown = ndi.binary_dilation(mask, iterations=bridge_px) if bridge_px > 0 else mask
 
-    seed_image = ndi.gaussian_filter(raw, params.seed_sigma_um / pixel_size_um) - background
-    seed_image = np.log(np.maximum(seed_image, noise_sd) / noise_sd).astype(np.float32)
+    distance_um = None
     if params.seed_distance_weight > 0:
         distance_um = ndi.distance_transform_edt(mask) * pixel_size_um
-        seed_image += params.seed_distance_weight * np.log1p(distance_um)
-    seed_image[~grown] = 0
-    peaks = (seed_image == ndi.maximum_filter(seed_image, size=3)) & grown
-    markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
-    regions = segmentation.watershed(-seed_image, markers, mask=grown)
-    labels = _merge_regions(
-        regions, seed_image, mask, params.seed_prominence, params.split_min_area_um2 / pixel_area_um2
+    min_area_px = params.split_min_area_um2 / pixel_area_um2
+    labels = _seeded_labels(
+        raw - background,
+        noise_sd,
+        mask,
+        grown,
+        params.seed_sigma_um / pixel_size_um,
+        params.seed_prominence,
+        params.seed_distance_weight,
+        distance_um,
+        min_area_px,
     )
-    labels = np.where(mask, labels, 0).astype(np.int32)
+    if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
+        labels = _resegment_large_cells(
+            labels, raw - background, noise_sd, mask, grown, distance_um, pixel_size_um, params
+        )
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
     drop = area_um2 < params.debris_max_area_um2
@@ -282,6 +291,85 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         labels[drop[labels]] = 0
     relabelled, _, _ = segmentation.relabel_sequential(labels)
     return relabelled.astype(np.int32)
+
+
+def _seeded_labels(
+    corrected: np.ndarray,
+    noise_sd: float,
+    mask: np.ndarray,
+    grown: np.ndarray,
+    sigma_px: float,
+    prominence: float,
+    distance_weight: float,
+    distance_um: np.ndarray | None,
+    min_area_px: float,
+) -> np.ndarray:
+    """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), with
+    regions merged h-maxima style; labels restricted to `mask`."""
+    seed_image = ndi.gaussian_filter(corrected, sigma_px)
+    seed_image = np.log(np.maximum(seed_image, noise_sd) / noise_sd).astype(np.float32)
+    if distance_weight > 0 and distance_um is not None:
+        seed_image += distance_weight * np.log1p(distance_um)
+    seed_image[~grown] = 0
+    peaks = (seed_image == ndi.maximum_filter(seed_image, size=3)) & grown
+    markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
+    regions = segmentation.watershed(-seed_image, markers, mask=grown)
+    labels = _merge_regions(regions, seed_image, mask, prominence, min_area_px)
+    return np.where(mask, labels, 0).astype(np.int32)
+
+
+def _resegment_large_cells(
+    labels: np.ndarray,
+    corrected: np.ndarray,
+    noise_sd: float,
+    mask: np.ndarray,
+    grown: np.ndarray,
+    distance_um: np.ndarray | None,
+    pixel_size_um: float,
+    params: ParameterSet,
+) -> np.ndarray:
+    """Seed scale adapted to the objects: a connected group of cells holding a piece larger than
+    `large_cell_min_area_um2` (bigger than any BV2 cell: ramified primary microglia) is
+    segmented again with the coarser large-cell seeds, which keep a cell's processes with it."""
+    count = int(labels.max())
+    area_um2 = np.bincount(labels.ravel(), minlength=count + 1) * pixel_size_um**2
+    large = (area_um2 >= params.large_cell_min_area_um2) if params.large_cell_min_area_um2 > 0 else area_um2 < 0
+    candidates = (area_um2 >= params.ramified_min_area_um2) & (params.ramified_max_circularity > 0)
+    candidates[0] = False
+    if candidates.any():
+        perimeter_um = _perimeter_px(labels, count) * pixel_size_um
+        with np.errstate(divide="ignore", invalid="ignore"):
+            circularity = 4 * np.pi * area_um2 / perimeter_um**2
+        large |= candidates & (circularity <= params.ramified_max_circularity)
+    large[0] = False
+    if not large.any():
+        return labels
+    groups, _ = ndi.label(grown, structure=np.ones((3, 3)))
+    flagged = np.zeros(int(groups.max()) + 1, dtype=bool)
+    flagged[groups[large[labels]]] = True
+    flagged[0] = False
+    region = flagged[groups]
+    rows, cols = np.nonzero(region)
+    margin = int(np.ceil(4 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
+    r0, r1 = max(0, rows.min() - margin), min(labels.shape[0], rows.max() + margin + 1)
+    c0, c1 = max(0, cols.min() - margin), min(labels.shape[1], cols.max() + margin + 1)
+    window = (slice(r0, r1), slice(c0, c1))
+    coarse = _seeded_labels(
+        corrected[window],
+        noise_sd,
+        mask[window] & region[window],
+        grown[window] & region[window],
+        params.large_cell_seed_sigma_um / pixel_size_um,
+        params.large_cell_seed_prominence,
+        params.large_cell_seed_distance_weight,
+        None if distance_um is None else distance_um[window],
+        params.split_min_area_um2 / pixel_size_um**2,
+    )
+    result = labels.copy()
+    inside = region[window]
+    offset = int(labels.max())
+    result[window][inside] = np.where(coarse[inside] > 0, coarse[inside] + offset, 0)
+    return result
 
 
 def exclude_border_cells(labels: np.ndarray) -> np.ndarray:
