@@ -25,9 +25,10 @@ import numpy as np
 import scipy
 import skimage
 from scipy import ndimage as ndi
-from skimage import morphology, segmentation
+from skimage import segmentation
 from skimage.transform import resize
 
+from labsys.potency.measures import _perimeter_px, measure_cells  # noqa: F401  (re-exported)
 from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
     DEFAULT_PARAMETER_SET_NAME,
     PARAMETER_SETS,
@@ -50,9 +51,6 @@ CELL_TABLE_COLUMNS = (
     "centroid_row_px",
     "centroid_col_px",
 )
-
-# Directions of the support function used for the convex hull (solidity).
-_HULL_DIRECTIONS = 48
 
 
 @dataclass
@@ -378,128 +376,6 @@ def exclude_border_cells(labels: np.ndarray) -> np.ndarray:
     kept = np.where(touching[labels], 0, labels)
     relabelled, _, _ = segmentation.relabel_sequential(kept)
     return relabelled.astype(np.int32)
-
-
-def _perimeter_px(labels: np.ndarray, count: int) -> np.ndarray:
-    """Per-label perimeter, the same estimator as skimage.measure.perimeter (4-connected border),
-    evaluated for all labels at once on the border pixels only."""
-    padded = np.pad(labels, 1)
-    core = padded[1:-1, 1:-1]
-    interior = core > 0
-    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        interior &= padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc] == core
-    border = (core > 0) & ~interior
-    rows, cols = np.nonzero(border)
-    own = core[rows, cols]
-    border_padded = np.pad(border, 1)
-    code = np.full(rows.size, 1, dtype=np.int32)
-    weights = {(-1, -1): 10, (-1, 0): 2, (-1, 1): 10, (0, -1): 2, (0, 1): 2, (1, -1): 10, (1, 0): 2, (1, 1): 10}
-    for (dr, dc), weight in weights.items():
-        same = (padded[rows + 1 + dr, cols + 1 + dc] == own) & border_padded[rows + 1 + dr, cols + 1 + dc]
-        code += weight * same
-    contribution = np.zeros(50, dtype=np.float64)
-    contribution[[5, 7, 15, 17, 25, 27]] = 1.0
-    contribution[[21, 33]] = np.sqrt(2)
-    contribution[[13, 23]] = (1 + np.sqrt(2)) / 2
-    return np.bincount(own, weights=contribution[code], minlength=count + 1)
-
-
-def _hull_area_px(labels: np.ndarray, count: int, centroid_r: np.ndarray, centroid_c: np.ndarray) -> np.ndarray:
-    """Per-label convex hull area from the support function in many directions (pixel squares,
-    so a single pixel has hull area 1). Exact for polygons with edges in those directions and
-    within about 0.2 % of the true hull otherwise."""
-    eroded = ndi.grey_erosion(labels, size=3, mode="constant", cval=0)
-    edge_pixels = (labels > 0) & (eroded != labels)
-    rows, cols = np.nonzero(edge_pixels)
-    own = labels[rows, cols]
-    order = np.argsort(own, kind="stable")
-    own, rows, cols = own[order], rows[order], cols[order]
-    angles = np.arange(_HULL_DIRECTIONS) * (2 * np.pi / _HULL_DIRECTIONS)
-    cos, sin = np.cos(angles), np.sin(angles)
-    projection = (rows - centroid_r[own])[:, None] * cos + (cols - centroid_c[own])[:, None] * sin
-    starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
-    support = np.maximum.reduceat(projection, starts, axis=0) + 0.5 * (np.abs(cos) + np.abs(sin))
-    step = 2 * np.pi / _HULL_DIRECTIONS
-    neighbours = np.roll(support, 1, axis=1) + np.roll(support, -1, axis=1)
-    area = 0.5 * np.sum(support * (neighbours - 2 * support * np.cos(step)), axis=1) / np.sin(step)
-    result = np.zeros(count + 1)
-    result[own[starts]] = area
-    return result
-
-
-def _skeleton_measures(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label skeleton endpoints and total branch length in pixels, from one skeleton of the
-    whole field (cells kept apart by a one-pixel gap where they touch)."""
-    skeleton = morphology.skeletonize((labels > 0) & ~_has_foreign_neighbour(labels))
-    skeleton_u8 = skeleton.astype(np.uint8)
-    neighbours = ndi.convolve(skeleton_u8, np.ones((3, 3), np.uint8), mode="constant") - skeleton_u8
-    endpoint_labels = labels[skeleton & (neighbours == 1)]
-    endpoints = np.bincount(endpoint_labels, minlength=count + 1)
-
-    # Links between skeleton pixels: orthogonal ones count 1, diagonal ones √2 unless an
-    # orthogonal path already joins the two pixels (a staircase corner).
-    s = skeleton
-    length = np.bincount(labels[:, :-1][s[:, :-1] & s[:, 1:]], minlength=count + 1).astype(np.float64)
-    length += np.bincount(labels[:-1, :][s[:-1, :] & s[1:, :]], minlength=count + 1)
-    down_right = s[:-1, :-1] & s[1:, 1:] & ~s[:-1, 1:] & ~s[1:, :-1]
-    down_left = s[:-1, 1:] & s[1:, :-1] & ~s[:-1, :-1] & ~s[1:, 1:]
-    length += np.sqrt(2) * np.bincount(labels[:-1, :-1][down_right], minlength=count + 1)
-    length += np.sqrt(2) * np.bincount(labels[:-1, 1:][down_left], minlength=count + 1)
-    return endpoints, length
-
-
-def _has_foreign_neighbour(labels: np.ndarray) -> np.ndarray:
-    """Pixels with a different non-zero label among their 8 neighbours."""
-    high = ndi.maximum_filter(labels, size=3)
-    low = ndi.minimum_filter(np.where(labels > 0, labels, np.iinfo(np.int32).max), size=3)
-    return (high != labels) & (high > 0) | (low != labels) & (low != np.iinfo(np.int32).max)
-
-
-def measure_cells(labels: np.ndarray, pixel_size_um: float) -> dict[str, np.ndarray]:
-    """Per-cell measures for every label 1..N, as a dict of equally long numpy arrays:
-    label, area_um2, perimeter_um, circularity (4πA/P², capped at 1), solidity (area over convex
-    hull area), aspect_ratio (major over minor axis of the equivalent ellipse), endpoints and
-    branch_length_um of the skeleton, centroid_row_px and centroid_col_px."""
-    labels = np.asarray(labels).astype(np.int32, copy=False)
-    count = int(labels.max()) if labels.size else 0
-    flat_index = np.flatnonzero(labels)
-    own = labels.ravel()[flat_index]
-    rows, cols = np.divmod(flat_index, labels.shape[1])
-    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
-    area = np.bincount(own, minlength=count + 1).astype(np.float64)
-    safe_area = np.maximum(area, 1)
-    mean_r = np.bincount(own, weights=rows, minlength=count + 1) / safe_area
-    mean_c = np.bincount(own, weights=cols, minlength=count + 1) / safe_area
-    # Central second moments (+1/12 for the extent of a pixel square).
-    var_r = np.bincount(own, weights=rows**2, minlength=count + 1) / safe_area - mean_r**2 + 1 / 12
-    var_c = np.bincount(own, weights=cols**2, minlength=count + 1) / safe_area - mean_c**2 + 1 / 12
-    cov = np.bincount(own, weights=rows * cols, minlength=count + 1) / safe_area - mean_r * mean_c
-    spread = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
-    major = (var_r + var_c) / 2 + spread
-    minor = np.maximum((var_r + var_c) / 2 - spread, 1e-12)
-
-    perimeter = _perimeter_px(labels, count) if count else np.zeros(1)
-    hull = _hull_area_px(labels, count, mean_r, mean_c) if count else np.zeros(1)
-    endpoints, branch_length = _skeleton_measures(labels, count) if count else (np.zeros(1), np.zeros(1))
-
-    present = slice(1, count + 1)
-    area_um2 = area[present] * pixel_size_um**2
-    perimeter_um = perimeter[present] * pixel_size_um
-    with np.errstate(divide="ignore", invalid="ignore"):
-        circularity = np.where(perimeter_um > 0, 4 * np.pi * area_um2 / perimeter_um**2, 1.0)
-        solidity = np.where(hull[present] > 0, area[present] / hull[present], 1.0)
-    return {
-        "label": np.arange(1, count + 1, dtype=np.int32),
-        "area_um2": area_um2,
-        "perimeter_um": perimeter_um,
-        "circularity": np.minimum(circularity, 1.0),
-        "solidity": np.minimum(solidity, 1.0),
-        "aspect_ratio": np.sqrt(major[present] / minor[present]),
-        "endpoints": endpoints[present].astype(np.int32),
-        "branch_length_um": branch_length[present] * pixel_size_um,
-        "centroid_row_px": mean_r[present],
-        "centroid_col_px": mean_c[present],
-    }
 
 
 def classify_cells(cells: dict[str, np.ndarray], params: ParameterSet) -> np.ndarray:
