@@ -26,7 +26,6 @@ import scipy
 import skimage
 from scipy import ndimage as ndi
 from skimage import segmentation
-from skimage.transform import resize
 
 from labsys.potency.measures import _perimeter_px, measure_cells  # noqa: F401  (re-exported)
 from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
@@ -87,33 +86,47 @@ def library_versions() -> dict[str, str]:
     return {"numpy": np.__version__, "scipy": scipy.__version__, "scikit-image": skimage.__version__}
 
 
-def _as_float_image(image: np.ndarray) -> np.ndarray:
+def _check_image(image: np.ndarray) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim != 2:
         raise ValueError(f"A field image must be 2-D grayscale, got shape {array.shape}.")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(f"Unsupported image data type {array.dtype}.")
-    result = array.astype(np.float32)
-    if not np.isfinite(result).all():
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError("The field image contains NaN or infinite values.")
-    return result
+    return array
+
+
+def _as_float_image(image: np.ndarray) -> np.ndarray:
+    return _check_image(image).astype(np.float32)
+
+
+_BACKGROUND_BLOCKS = 12
+
+
+def _interpolation(size: int, blocks: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from `blocks` block centres (block width `step`) to `size` pixels:
+    lower and upper block index and the upper block's weight per pixel; constant beyond the
+    first and last centre."""
+    position = np.clip((np.arange(size) + 0.5) / step - 0.5, 0, blocks - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, blocks - 1)
+    return low, high, (position - low).astype(np.float32)
 
 
 def _background(image: np.ndarray, window_px: float) -> np.ndarray:
-    """Uneven illumination: a median over `window_px`, computed on a block-averaged copy."""
-    step = max(1, int(window_px // 12))
-    rows, cols = image.shape
-    rows_cut, cols_cut = rows - rows % step or rows, cols - cols % step or cols
-    small = image[:rows_cut, :cols_cut]
-    if step > 1:
-        small = small.reshape(rows_cut // step, step, cols_cut // step, step).mean(axis=(1, 3))
+    """Uneven illumination: a median over about `window_px`, taken over block means (blocks of a
+    twelfth of the window) and interpolated back to full size bilinearly."""
+    step = max(1, int(window_px // _BACKGROUND_BLOCKS))
+    small = _block_mean(image, step)
     size = max(3, int(round(window_px / step)) | 1)
-    small = ndi.median_filter(small, size=size, mode="reflect")
-    if step == 1 and small.shape == image.shape:
-        return small
-    return resize(small, image.shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True).astype(
-        np.float32
-    )
+    small = ndi.median_filter(small, size=size, mode="reflect").astype(np.float32)
+    if step == 1:
+        return small[: image.shape[0], : image.shape[1]]
+    low, high, weight = _interpolation(image.shape[0], small.shape[0], step)
+    rows = small[low] * (1 - weight)[:, None] + small[high] * weight[:, None]
+    low, high, weight = _interpolation(image.shape[1], small.shape[1], step)
+    return rows[:, low] * (1 - weight) + rows[:, high] * weight
 
 
 def _touching_edge(labels: np.ndarray) -> np.ndarray:
@@ -207,13 +220,21 @@ def _working_factor(pixel_size_um: float, params: ParameterSet) -> int:
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """float32 means of factor × factor blocks (edge pixels repeated to fill the last blocks)."""
     if factor == 1:
-        return image
+        return np.asarray(image, dtype=np.float32)
     rows, cols = image.shape
     pad_r, pad_c = (-rows) % factor, (-cols) % factor
     if pad_r or pad_c:
         image = np.pad(image, ((0, pad_r), (0, pad_c)), mode="edge")
-    return image.reshape(image.shape[0] // factor, factor, image.shape[1] // factor, factor).mean(axis=(1, 3))
+    blocks = image.reshape(image.shape[0] // factor, factor, image.shape[1] // factor, factor)
+    total = blocks[:, 0, :, 0].astype(np.float32)
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                total += blocks[:, i, :, j]
+    total *= np.float32(1.0 / factor**2)
+    return total
 
 
 def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
@@ -233,18 +254,71 @@ def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np
 def _to_input_resolution(labels: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
     if factor == 1:
         return labels
-    return np.repeat(np.repeat(labels, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
+    rows, cols = labels.shape
+    full = np.broadcast_to(labels[:, None, :, None], (rows, factor, cols, factor)).reshape(rows * factor, cols * factor)
+    return full[: shape[0], : shape[1]]
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_fill_holes (4-connected background), by labelling the background."""
+    background, _ = ndi.label(~mask)
+    outside = np.zeros(int(background.max()) + 1, dtype=bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = False
+    return ~outside[background]
+
+
+def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """scipy.ndimage.binary_dilation with the 4-neighbour cross, repeated `iterations` times."""
+    grown = mask.copy()
+    for _ in range(iterations):
+        before = grown.copy()
+        grown[1:] |= before[:-1]
+        grown[:-1] |= before[1:]
+        grown[:, 1:] |= before[:, :-1]
+        grown[:, :-1] |= before[:, 1:]
+    return grown
+
+
+def _padded_slices(objects: list, shape: tuple[int, int], margin: int) -> list:
+    return [
+        (slice(max(0, rs.start - margin), min(shape[0], rs.stop + margin)),
+         slice(max(0, cs.start - margin), min(shape[1], cs.stop + margin)))
+        for rs, cs in objects
+    ]
+
+
+def _distance_um(mask: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    """Euclidean distance to the nearest background pixel, computed per object on its bounding box
+    plus one pixel (exact: the ring around an 8-connected object's box is background near it)."""
+    objects_, _ = ndi.label(mask, structure=np.ones((3, 3)))
+    distance = np.zeros(mask.shape, dtype=np.float32)
+    for index, window in enumerate(_padded_slices(ndi.find_objects(objects_), mask.shape, 1), start=1):
+        own = objects_[window] == index
+        local = ndi.distance_transform_edt(own)
+        distance[window][own] = local[own]
+    return distance * np.float32(pixel_size_um)
+
+
+def _relabel(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Labels with `keep[label]` renumbered 1..N in order, the others set to 0."""
+    keep = keep.copy()
+    keep[0] = False
+    lookup = np.zeros(keep.size, dtype=np.int32)
+    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lookup[labels]
 
 
 def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
     if pixel_size_um <= 0:
         raise ValueError("pixel_size_um must be positive.")
     factor = _working_factor(pixel_size_um, params)
-    raw = _block_mean(_as_float_image(image), factor).astype(np.float32)
+    raw = _block_mean(_check_image(image), factor)
     pixel_size_um = pixel_size_um * factor
     pixel_area_um2 = pixel_size_um**2
-    background = _background(raw, params.background_window_um / pixel_size_um)
-    smoothed = ndi.gaussian_filter(raw, params.smoothing_sigma_um / pixel_size_um) - background
+    corrected = raw - _background(raw, params.background_window_um / pixel_size_um)
+    smoothed = ndi.gaussian_filter(corrected, params.smoothing_sigma_um / pixel_size_um, truncate=3.0)
 
     sample = smoothed[::2, ::2]
     centre = float(np.median(sample))
@@ -253,20 +327,15 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         noise_sd = float(np.std(sample))
     if noise_sd <= 0:
         return np.zeros(raw.shape, dtype=np.int32)
-    mask = smoothed > centre + params.threshold_noise_sd * noise_sd
-    mask = ndi.binary_fill_holes(mask)
+    mask = _fill_holes(smoothed > centre + params.threshold_noise_sd * noise_sd)
     if not mask.any():
         return np.zeros(raw.shape, dtype=np.int32)
 
-    bridge_px = int(round(params.bridge_gap_um / pixel_size_um))
-    grown = ndi.binary_dilation(mask, iterations=bridge_px) if bridge_px > 0 else mask
-
-    distance_um = None
-    if params.seed_distance_weight > 0:
-        distance_um = ndi.distance_transform_edt(mask) * pixel_size_um
+    grown = _dilate_cross(mask, int(round(params.bridge_gap_um / pixel_size_um)))
+    distance_um = _distance_um(mask, pixel_size_um) if params.seed_distance_weight > 0 else None
     min_area_px = params.split_min_area_um2 / pixel_area_um2
     labels = _seeded_labels(
-        raw - background,
+        corrected,
         noise_sd,
         mask,
         grown,
@@ -277,18 +346,12 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         min_area_px,
     )
     if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
-        labels = _resegment_large_cells(
-            labels, raw - background, noise_sd, mask, grown, distance_um, pixel_size_um, params
-        )
+        labels = _resegment_large_cells(labels, corrected, noise_sd, mask, grown, distance_um, pixel_size_um, params)
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
     drop = area_um2 < params.debris_max_area_um2
     drop |= _touching_edge(labels) & (area_um2 < params.border_fragment_max_area_um2)
-    drop[0] = False
-    if drop.any():
-        labels[drop[labels]] = 0
-    relabelled, _, _ = segmentation.relabel_sequential(labels)
-    return relabelled.astype(np.int32)
+    return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
 def _seeded_labels(
@@ -302,18 +365,47 @@ def _seeded_labels(
     distance_um: np.ndarray | None,
     min_area_px: float,
 ) -> np.ndarray:
-    """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), with
-    regions merged h-maxima style; labels restricted to `mask`."""
-    seed_image = ndi.gaussian_filter(corrected, sigma_px)
-    seed_image = np.log(np.maximum(seed_image, noise_sd) / noise_sd).astype(np.float32)
+    """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), seeds
+    at every local maximum, regions then merged h-maxima style; labels restricted to `mask`.
+    The flood runs only in connected parts of `grown` holding more than one seed."""
+    smoothed = ndi.gaussian_filter(corrected, sigma_px, truncate=3.0)
+    inside = np.flatnonzero(grown)
+    values = np.log(np.maximum(smoothed.ravel()[inside], noise_sd) / noise_sd)
     if distance_weight > 0 and distance_um is not None:
-        seed_image += distance_weight * np.log1p(distance_um)
-    seed_image[~grown] = 0
-    peaks = (seed_image == ndi.maximum_filter(seed_image, size=3)) & grown
+        values += distance_weight * np.log1p(distance_um.ravel()[inside])
+    seed_image = np.zeros(grown.shape, dtype=np.float32)
+    seed_image.ravel()[inside] = values
+    # Local maxima (3 × 3, edge pixels repeated beyond the field) at the grown pixels only.
+    padded = np.pad(seed_image, 1, mode="edge").ravel()
+    width = grown.shape[1] + 2
+    rows, cols = np.divmod(inside, grown.shape[1])
+    centre = (rows + 1) * width + cols + 1
+    is_peak = np.ones(inside.size, dtype=bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                is_peak &= values >= padded[centre + dr * width + dc]
+    peaks = np.zeros(grown.shape, dtype=bool)
+    peaks.ravel()[inside[is_peak]] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
-    regions = segmentation.watershed(-seed_image, markers, mask=grown)
-    labels = _merge_regions(regions, seed_image, mask, prominence, min_area_px)
-    return np.where(mask, labels, 0).astype(np.int32)
+
+    parts, part_count = ndi.label(grown)
+    seeds_per_part = np.bincount(parts[peaks], minlength=part_count + 1)
+    # One seed: the whole part is that seed's region.
+    seed_of_part = np.zeros(part_count + 1, dtype=np.int32)
+    seed_of_part[parts[peaks]] = markers[peaks]
+    single = seeds_per_part == 1
+    regions = np.where(single[parts], seed_of_part[parts], 0).astype(np.int32)
+    multi = np.flatnonzero(seeds_per_part >= 2)
+    if multi.size:
+        objects = ndi.find_objects(parts)
+        for part in multi:
+            window = objects[part - 1]
+            own = parts[window] == part
+            flooded = segmentation.watershed(-seed_image[window], np.where(own, markers[window], 0), mask=own)
+            regions[window][own] = flooded[own]
+        regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px)
+    return np.where(mask, regions, 0).astype(np.int32)
 
 
 def _resegment_large_cells(
@@ -327,11 +419,13 @@ def _resegment_large_cells(
     params: ParameterSet,
 ) -> np.ndarray:
     """Seed scale adapted to the objects: a connected group of cells holding a piece larger than
-    `large_cell_min_area_um2` (bigger than any BV2 cell: ramified primary microglia) is
-    segmented again with the coarser large-cell seeds, which keep a cell's processes with it."""
+    `large_cell_min_area_um2` (bigger than any BV2 cell), or a ramified piece (at least
+    `ramified_min_area_um2` with circularity at or below `ramified_max_circularity`), is
+    segmented again with the coarser large-cell seeds, which keep a primary microglia cell's
+    processes with it."""
     count = int(labels.max())
     area_um2 = np.bincount(labels.ravel(), minlength=count + 1) * pixel_size_um**2
-    large = (area_um2 >= params.large_cell_min_area_um2) if params.large_cell_min_area_um2 > 0 else area_um2 < 0
+    large = (area_um2 >= params.large_cell_min_area_um2) & (params.large_cell_min_area_um2 > 0)
     candidates = (area_um2 >= params.ramified_min_area_um2) & (params.ramified_max_circularity > 0)
     candidates[0] = False
     if candidates.any():
@@ -346,36 +440,33 @@ def _resegment_large_cells(
     flagged = np.zeros(int(groups.max()) + 1, dtype=bool)
     flagged[groups[large[labels]]] = True
     flagged[0] = False
-    region = flagged[groups]
-    rows, cols = np.nonzero(region)
-    margin = int(np.ceil(4 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
-    r0, r1 = max(0, rows.min() - margin), min(labels.shape[0], rows.max() + margin + 1)
-    c0, c1 = max(0, cols.min() - margin), min(labels.shape[1], cols.max() + margin + 1)
-    window = (slice(r0, r1), slice(c0, c1))
-    coarse = _seeded_labels(
-        corrected[window],
-        noise_sd,
-        mask[window] & region[window],
-        grown[window] & region[window],
-        params.large_cell_seed_sigma_um / pixel_size_um,
-        params.large_cell_seed_prominence,
-        params.large_cell_seed_distance_weight,
-        None if distance_um is None else distance_um[window],
-        params.split_min_area_um2 / pixel_size_um**2,
-    )
+    margin = int(np.ceil(3 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
+    objects = ndi.find_objects(groups)
     result = labels.copy()
-    inside = region[window]
-    offset = int(labels.max())
-    result[window][inside] = np.where(coarse[inside] > 0, coarse[inside] + offset, 0)
+    offset = count
+    for group in np.flatnonzero(flagged):
+        window = _padded_slices([objects[group - 1]], labels.shape, margin)[0]
+        own = groups[window] == group
+        coarse = _seeded_labels(
+            corrected[window],
+            noise_sd,
+            mask[window] & own,
+            grown[window] & own,
+            params.large_cell_seed_sigma_um / pixel_size_um,
+            params.large_cell_seed_prominence,
+            params.large_cell_seed_distance_weight,
+            None if distance_um is None else distance_um[window],
+            params.split_min_area_um2 / pixel_size_um**2,
+        )
+        result[window][own] = np.where(coarse[own] > 0, coarse[own] + offset, 0)
+        offset += int(coarse.max())
     return result
 
 
 def exclude_border_cells(labels: np.ndarray) -> np.ndarray:
     """The label image without cells touching the field edge, relabelled from 1."""
-    touching = _touching_edge(labels)
-    kept = np.where(touching[labels], 0, labels)
-    relabelled, _, _ = segmentation.relabel_sequential(kept)
-    return relabelled.astype(np.int32)
+    present = np.bincount(labels.ravel()) > 0
+    return _relabel(labels, present & ~_touching_edge(labels))
 
 
 def classify_cells(cells: dict[str, np.ndarray], params: ParameterSet) -> np.ndarray:
