@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import scipy
 import skimage
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 from skimage import segmentation
 
@@ -104,28 +105,37 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 _BACKGROUND_BLOCKS = 12
 
 
-def _interpolation(size: int, blocks: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation from `blocks` block centres (block width `step`) to `size` pixels:
-    lower and upper block index and the upper block's weight per pixel; constant beyond the
-    first and last centre."""
-    position = np.clip((np.arange(size) + 0.5) / step - 0.5, 0, blocks - 1)
+def _median_filter(image: np.ndarray, size: int) -> np.ndarray:
+    """scipy.ndimage.median_filter(image, size, mode="reflect") for an odd size, by partitioning
+    all windows at once (several times faster for the window sizes used here)."""
+    half = size // 2
+    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))
+    windows = windows.reshape(image.shape[0], image.shape[1], size * size)
+    middle = (size * size) // 2
+    return np.partition(windows, middle, axis=2)[:, :, middle].astype(np.float32)
+
+
+def _interpolation(size: int, blocks: int, first: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from `blocks` sample points (the first at pixel `first`, then every
+    `spacing` pixels) to `size` pixels: lower and upper sample index and the upper sample's
+    weight per pixel; constant beyond the first and last sample."""
+    position = np.clip((np.arange(size) - first) / spacing, 0, blocks - 1)
     low = np.floor(position).astype(np.int64)
     high = np.minimum(low + 1, blocks - 1)
     return low, high, (position - low).astype(np.float32)
 
 
 def _background(image: np.ndarray, window_px: float) -> np.ndarray:
-    """Uneven illumination: a median over about `window_px`, taken over block means (blocks of a
-    twelfth of the window) and interpolated back to full size bilinearly."""
+    """Uneven illumination: a median over about `window_px` of the means of small blocks (a
+    twelfth of the window wide), interpolated back to full size bilinearly."""
     step = max(1, int(window_px // _BACKGROUND_BLOCKS))
-    small = _block_mean(image, step)
-    size = max(3, int(round(window_px / step)) | 1)
-    small = ndi.median_filter(small, size=size, mode="reflect").astype(np.float32)
-    if step == 1:
-        return small[: image.shape[0], : image.shape[1]]
-    low, high, weight = _interpolation(image.shape[0], small.shape[0], step)
+    spacing = step
+    size = max(3, int(round(window_px / spacing)) | 1)
+    small = _median_filter(_block_mean(image, step), size)
+    first = (step - 1) / 2
+    low, high, weight = _interpolation(image.shape[0], small.shape[0], first, spacing)
     rows = small[low] * (1 - weight)[:, None] + small[high] * weight[:, None]
-    low, high, weight = _interpolation(image.shape[1], small.shape[1], step)
+    low, high, weight = _interpolation(image.shape[1], small.shape[1], first, spacing)
     return rows[:, low] * (1 - weight) + rows[:, high] * weight
 
 
