@@ -149,34 +149,43 @@ def _touching_edge(labels: np.ndarray) -> np.ndarray:
 
 
 def _merge_regions(
-    regions: np.ndarray, seed_image: np.ndarray, mask: np.ndarray, prominence: float, min_area_px: float
+    regions: np.ndarray,
+    seed_image: np.ndarray,
+    mask: np.ndarray,
+    prominence: float,
+    min_area_px: float,
+    pixels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Merge watershed regions grown from every local maximum, h-maxima style: a region whose peak
     rises less than `prominence` above its highest saddle to a brighter neighbour joins that
     neighbour, and a region with fewer than `min_area_px` mask pixels joins the neighbour it
     shares its highest saddle with. Vectorised over the region adjacency edges; repeated until
-    nothing changes (a few rounds)."""
+    nothing changes (a few rounds). `pixels` (flat indices) limits the work to the pixels of the
+    regions that may merge; by default every pixel is looked at."""
     count = int(regions.max())
     if count < 2:
         return regions
+    rows_n, cols_n = regions.shape
+    flat_regions, flat_seed, flat_mask = regions.ravel(), seed_image.ravel(), mask.ravel()
+    if pixels is None:
+        pixels = np.flatnonzero(flat_regions)
+    own = flat_regions[pixels]
     pairs_a, pairs_b, pairs_saddle = [], [], []
-    for a, b, fa, fb in (
-        (regions[:, :-1], regions[:, 1:], seed_image[:, :-1], seed_image[:, 1:]),
-        (regions[:-1, :], regions[1:, :], seed_image[:-1, :], seed_image[1:, :]),
-    ):
-        boundary = (a != b) & (a > 0) & (b > 0)
-        pairs_a.append(a[boundary])
-        pairs_b.append(b[boundary])
-        pairs_saddle.append(np.minimum(fa[boundary], fb[boundary]))
+    for step, valid in ((1, pixels % cols_n < cols_n - 1), (cols_n, pixels < (rows_n - 1) * cols_n)):
+        here = pixels[valid]
+        there = flat_regions[here + step]
+        boundary = (there != own[valid]) & (there > 0)
+        pairs_a.append(own[valid][boundary])
+        pairs_b.append(there[boundary])
+        pairs_saddle.append(np.minimum(flat_seed[here[boundary]], flat_seed[here[boundary] + step]))
     edge_a = np.concatenate(pairs_a).astype(np.int64)
     edge_b = np.concatenate(pairs_b).astype(np.int64)
     edge_saddle = np.concatenate(pairs_saddle).astype(np.float64)
     if edge_a.size == 0:
         return regions
     peak = np.zeros(count + 1)
-    inside = regions > 0
-    np.maximum.at(peak, regions[inside], seed_image[inside].astype(np.float64))
-    area = np.bincount(regions.ravel(), weights=mask.ravel(), minlength=count + 1)
+    np.maximum.at(peak, own, flat_seed[pixels].astype(np.float64))
+    area = np.bincount(own, weights=flat_mask[pixels], minlength=count + 1)
     parent = np.arange(count + 1)
     for _round in range(200):
         low = np.minimum(edge_a, edge_b)
@@ -220,7 +229,7 @@ def _merge_regions(
         np.maximum.at(merged_peak, step_parent, peak)
         peak = merged_peak
         area = np.bincount(step_parent, weights=area, minlength=count + 1)
-    return parent[regions]
+    return parent[regions].astype(regions.dtype, copy=False)
 
 
 def _working_factor(pixel_size_um: float, params: ParameterSet) -> int:
@@ -299,15 +308,19 @@ def _padded_slices(objects: list, shape: tuple[int, int], margin: int) -> list:
     ]
 
 
-def _distance_um(mask: np.ndarray, pixel_size_um: float) -> np.ndarray:
-    """Euclidean distance to the nearest background pixel, computed per object on its bounding box
-    plus one pixel (exact: the ring around an 8-connected object's box is background near it)."""
-    objects_, _ = ndi.label(mask, structure=np.ones((3, 3)))
+def _distance_um(
+    mask: np.ndarray, parts: np.ndarray, wanted: np.ndarray, pixel_size_um: float
+) -> np.ndarray:
+    """Euclidean distance to the nearest background pixel inside the parts of `parts` (connected
+    parts of the bridged mask) with `wanted[part]`, 0 elsewhere. Computed per part on its
+    bounding box plus one pixel, which is exact: the ring around a part is background."""
     distance = np.zeros(mask.shape, dtype=np.float32)
-    for index, window in enumerate(_padded_slices(ndi.find_objects(objects_), mask.shape, 1), start=1):
-        own = objects_[window] == index
-        local = ndi.distance_transform_edt(own)
-        distance[window][own] = local[own]
+    objects = ndi.find_objects(parts)
+    for part in np.flatnonzero(wanted):
+        window = _padded_slices([objects[part - 1]], mask.shape, 1)[0]
+        own = parts[window] == part
+        inside = own & mask[window]
+        distance[window][inside] = ndi.distance_transform_edt(inside)[inside]
     return distance * np.float32(pixel_size_um)
 
 
@@ -342,8 +355,15 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         return np.zeros(raw.shape, dtype=np.int32)
 
     grown = _dilate_cross(mask, int(round(params.bridge_gap_um / pixel_size_um)))
-    distance_um = _distance_um(mask, pixel_size_um) if params.seed_distance_weight > 0 else None
+    parts, part_count = ndi.label(grown)
     min_area_px = params.split_min_area_um2 / pixel_area_um2
+    distance_um = None
+    if params.seed_distance_weight > 0:
+        # Parts too small to hold two cells of min_area_px end up as one region whatever the seeds.
+        part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+        wanted = part_area >= 2 * min_area_px
+        wanted[0] = False
+        distance_um = _distance_um(mask, parts, wanted, pixel_size_um)
     labels = _seeded_labels(
         corrected,
         noise_sd,
@@ -354,9 +374,12 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         params.seed_distance_weight,
         distance_um,
         min_area_px,
+        (parts, part_count),
     )
     if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
-        labels = _resegment_large_cells(labels, corrected, noise_sd, mask, grown, distance_um, pixel_size_um, params)
+        labels = _resegment_large_cells(
+            labels, corrected, noise_sd, mask, (parts, part_count), distance_um, pixel_size_um, params
+        )
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
     drop = area_um2 < params.debris_max_area_um2
@@ -374,6 +397,7 @@ def _seeded_labels(
     distance_weight: float,
     distance_um: np.ndarray | None,
     min_area_px: float,
+    labelled_parts: tuple[np.ndarray, int] | None = None,
 ) -> np.ndarray:
     """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), seeds
     at every local maximum, regions then merged h-maxima style; labels restricted to `mask`.
@@ -399,22 +423,25 @@ def _seeded_labels(
     peaks.ravel()[inside[is_peak]] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
 
-    parts, part_count = ndi.label(grown)
+    parts, part_count = labelled_parts if labelled_parts is not None else ndi.label(grown)
     seeds_per_part = np.bincount(parts[peaks], minlength=part_count + 1)
-    # One seed: the whole part is that seed's region.
+    # A part too small to hold two pieces of min_area_px would be merged back into one region.
+    part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+    multi = (seeds_per_part >= 2) & (part_area >= 2 * min_area_px)
+    multi[0] = False
+    # One region per part (its first seed's label) unless the part is flooded below.
     seed_of_part = np.zeros(part_count + 1, dtype=np.int32)
-    seed_of_part[parts[peaks]] = markers[peaks]
-    single = seeds_per_part == 1
-    regions = np.where(single[parts], seed_of_part[parts], 0).astype(np.int32)
-    multi = np.flatnonzero(seeds_per_part >= 2)
-    if multi.size:
+    seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
+    regions = seed_of_part[parts]
+    if multi.any():
         objects = ndi.find_objects(parts)
-        for part in multi:
+        for part in np.flatnonzero(multi):
             window = objects[part - 1]
             own = parts[window] == part
             flooded = segmentation.watershed(-seed_image[window], np.where(own, markers[window], 0), mask=own)
             regions[window][own] = flooded[own]
-        regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px)
+        pixels = np.flatnonzero(multi[parts])
+        regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
     return np.where(mask, regions, 0).astype(np.int32)
 
 
@@ -423,7 +450,7 @@ def _resegment_large_cells(
     corrected: np.ndarray,
     noise_sd: float,
     mask: np.ndarray,
-    grown: np.ndarray,
+    labelled_parts: tuple[np.ndarray, int],
     distance_um: np.ndarray | None,
     pixel_size_um: float,
     params: ParameterSet,
@@ -446,8 +473,8 @@ def _resegment_large_cells(
     large[0] = False
     if not large.any():
         return labels
-    groups, _ = ndi.label(grown, structure=np.ones((3, 3)))
-    flagged = np.zeros(int(groups.max()) + 1, dtype=bool)
+    groups, group_count = labelled_parts
+    flagged = np.zeros(group_count + 1, dtype=bool)
     flagged[groups[large[labels]]] = True
     flagged[0] = False
     margin = int(np.ceil(3 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
@@ -461,7 +488,7 @@ def _resegment_large_cells(
             corrected[window],
             noise_sd,
             mask[window] & own,
-            grown[window] & own,
+            own,
             params.large_cell_seed_sigma_um / pixel_size_um,
             params.large_cell_seed_prominence,
             params.large_cell_seed_distance_weight,
