@@ -312,15 +312,25 @@ def _distance_um(
     mask: np.ndarray, parts: np.ndarray, wanted: np.ndarray, pixel_size_um: float
 ) -> np.ndarray:
     """Euclidean distance to the nearest background pixel inside the parts of `parts` (connected
-    parts of the bridged mask) with `wanted[part]`, 0 elsewhere. Computed per part on its
-    bounding box plus one pixel, which is exact: the ring around a part is background."""
+    parts of the bridged mask) with `wanted[part]`, 0 elsewhere. Computed on the parts' bounding
+    boxes packed into one mosaic, one empty pixel apart; exact, as the ring around a part is
+    background in the field too."""
     distance = np.zeros(mask.shape, dtype=np.float32)
+    chosen = np.flatnonzero(wanted)
+    if chosen.size == 0:
+        return distance
     objects = ndi.find_objects(parts)
-    for part in np.flatnonzero(wanted):
-        window = _padded_slices([objects[part - 1]], mask.shape, 1)[0]
-        own = parts[window] == part
-        inside = own & mask[window]
-        distance[window][inside] = ndi.distance_transform_edt(inside)[inside]
+    boxes = [objects[part - 1] for part in chosen]
+    places, mosaic_shape = _pack(boxes)
+    mosaic = np.zeros(mosaic_shape, dtype=bool)
+    insides = []
+    for part, box, place in zip(chosen, boxes, places):
+        inside = (parts[box] == part) & mask[box]
+        insides.append(inside)
+        mosaic[place] = inside
+    mosaic_distance = ndi.distance_transform_edt(mosaic).astype(np.float32)
+    for inside, box, place in zip(insides, boxes, places):
+        distance[box][inside] = mosaic_distance[place][inside]
     return distance * np.float32(pixel_size_um)
 
 
@@ -387,6 +397,46 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
+def _pack(boxes: list) -> tuple[list, tuple[int, int]]:
+    """Places for the boxes (2-D slices) in a mosaic, left to right on shelves, every box with at
+    least one empty pixel around it; and the mosaic's shape."""
+    width = max(512, max(box[1].stop - box[1].start for box in boxes) + 2)
+    places, row, col, shelf = [], 1, 1, 0
+    for box in boxes:
+        height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
+        if col + box_width + 1 > width:
+            row, col, shelf = row + shelf + 1, 1, 0
+        places.append((slice(row, row + height), slice(col, col + box_width)))
+        col += box_width + 1
+        shelf = max(shelf, height)
+    return places, (row + shelf + 1, width)
+
+
+def _flood_parts(
+    regions: np.ndarray, seed_image: np.ndarray, markers: np.ndarray, parts: np.ndarray, chosen: np.ndarray
+) -> None:
+    """Watershed of the chosen parts from their markers, written into `regions`. The parts'
+    bounding boxes are packed side by side (one empty pixel apart) into one small mosaic and
+    flooded in a single call: each part floods alone, as in the whole field, at a fraction of
+    the cost."""
+    objects = ndi.find_objects(parts)
+    boxes = [objects[part - 1] for part in chosen]
+    places, mosaic_shape = _pack(boxes)
+    mosaic_seed = np.zeros(mosaic_shape, dtype=np.float32)
+    mosaic_markers = np.zeros(mosaic_shape, dtype=np.int32)
+    mosaic_mask = np.zeros(mosaic_shape, dtype=bool)
+    owns = []
+    for part, box, place in zip(chosen, boxes, places):
+        own = parts[box] == part
+        owns.append(own)
+        mosaic_seed[place] = seed_image[box]
+        mosaic_markers[place] = np.where(own, markers[box], 0)
+        mosaic_mask[place] = own
+    flooded = segmentation.watershed(-mosaic_seed, mosaic_markers, mask=mosaic_mask)
+    for own, box, place in zip(owns, boxes, places):
+        regions[box][own] = flooded[place][own]
+
+
 def _seeded_labels(
     corrected: np.ndarray,
     noise_sd: float,
@@ -434,12 +484,7 @@ def _seeded_labels(
     seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
     regions = seed_of_part[parts]
     if multi.any():
-        objects = ndi.find_objects(parts)
-        for part in np.flatnonzero(multi):
-            window = objects[part - 1]
-            own = parts[window] == part
-            flooded = segmentation.watershed(-seed_image[window], np.where(own, markers[window], 0), mask=own)
-            regions[window][own] = flooded[own]
+        _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi))
         pixels = np.flatnonzero(multi[parts])
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
     return np.where(mask, regions, 0).astype(np.int32)
