@@ -35,6 +35,15 @@ class ParameterSet:
       image, so that two touching round cells of even brightness still give two seeds.
     - split_min_area_um2: a watershed piece smaller than this is merged into its neighbour
       instead of being reported as a cell.
+    - large_cell_min_area_um2, ramified_min_area_um2, ramified_max_circularity: the seed scale
+      adapts to the objects. A piece of the first watershed larger than large_cell_min_area_um2
+      (bigger than any BV2 cell), or at least ramified_min_area_um2 with a circularity at or
+      below ramified_max_circularity (a ramified cell with thin processes), marks its connected
+      group of cells as primary-microglia-like; that group is segmented again with the coarser
+      large-cell seeds, which keep each cell's processes with it. 0 for large_cell_min_area_um2
+      and ramified_max_circularity turns the second pass off.
+    - large_cell_seed_sigma_um, large_cell_seed_prominence, large_cell_seed_distance_weight:
+      seed smoothing, prominence and distance weight of that second pass.
     - debris_max_area_um2: objects smaller than this are debris and dropped.
     - border_fragment_max_area_um2: objects touching the field edge and smaller than this are
       slivers of cells lying outside the field and are dropped (applied whether or not border
@@ -57,6 +66,12 @@ class ParameterSet:
     seed_prominence: float = 1.0
     seed_distance_weight: float = 0.0
     split_min_area_um2: float = 60.0
+    large_cell_min_area_um2: float = 600.0
+    large_cell_seed_sigma_um: float = 4.5
+    large_cell_seed_prominence: float = 1.0
+    large_cell_seed_distance_weight: float = 0.0
+    ramified_min_area_um2: float = 300.0
+    ramified_max_circularity: float = 0.45
     debris_max_area_um2: float = 40.0
     border_fragment_max_area_um2: float = 200.0
     activated_min_area_um2: float = 320.0

@@ -1,6 +1,6 @@
 """Segmentation against the EMBL primary microglia ground-truth masks (border cells included).
 
-Acceptance per frame: foreground IoU >= 0.85 and object F1 >= 0.85 (a true cell is found when a
+The default parameter set (the one that scores potency) is validated here. Acceptance per frame: foreground IoU >= 0.85 and object F1 >= 0.85 (a true cell is found when a
 predicted cell overlaps it at IoU >= 0.5), as defined in shared/data/microglia-embl/README.md.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from labsys.potency.analysis import segment
-from labsys.potency.parameters import MICROGLIA_PARAMETER_SET_NAME, get_parameter_set
+from labsys.potency.parameters import DEFAULT_PARAMETER_SET_NAME, get_parameter_set
 
 DATA = Path(
     os.environ.get(
@@ -64,7 +64,7 @@ def test_microglia_segmentation_matches_ground_truth(image_name, mask_name, fram
     truth = tifffile.imread(DATA / mask_name)
     if frame is not None:
         image, truth = image[frame], truth[frame]
-    predicted = segment(image, PIXEL_SIZE_UM, get_parameter_set(MICROGLIA_PARAMETER_SET_NAME))
+    predicted = segment(image, PIXEL_SIZE_UM, get_parameter_set(DEFAULT_PARAMETER_SET_NAME))
     iou, f1 = foreground_iou(truth, predicted), object_f1(truth, predicted)
     print(f"{image_name} frame {frame}: foreground IoU {iou:.3f}, object F1 {f1:.3f}, "
           f"cells true {len(np.unique(truth)) - 1} found {predicted.max()}")
