@@ -143,3 +143,6 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_data_command)
+    from labsys import backup
+
+    backup.init_app(app)

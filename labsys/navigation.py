@@ -31,7 +31,8 @@ class DashboardPanel:
 
 
 def _registry(app: Flask) -> dict:
-    return app.extensions.setdefault("labsys_navigation", {"nav": [], "panels": [], "demo": []})
+    return app.extensions.setdefault("labsys_navigation", {"nav": [], "panels": [], "demo": [],
+                                                           "examples": []})
 
 
 def add_nav(app: Flask, label: object, endpoint: str, roles: Iterable[Role], order: int = 100) -> None:
@@ -60,3 +61,19 @@ def panels_for(app: Flask, roles: Iterable[Role]) -> list[DashboardPanel]:
 
 def demo_loaders(app: Flask) -> list[Callable[[], None]]:
     return [loader for _, loader in sorted(_registry(app)["demo"], key=lambda pair: pair[0])]
+
+
+def add_route_examples(app: Flask, examples: Callable[[], dict[str, list]]) -> None:
+    """Register a function naming real values for this feature's URL arguments (taken from the
+    demo data), e.g. ``{"batch_id": [1, 2], "identifier": ["W0000260000017"]}``. Route walks
+    (access matrix, masking) use them to visit every page with real records."""
+    _registry(app)["examples"].append(examples)
+
+
+def route_examples(app: Flask) -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for examples in _registry(app)["examples"]:
+        for name, values in examples().items():
+            merged.setdefault(name, [])
+            merged[name] += [v for v in values if v not in merged[name]]
+    return merged

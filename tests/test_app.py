@@ -87,3 +87,10 @@ def test_demo_data_is_idempotent_and_prints_the_logins(app, db):
     for username in ("technician", "technician2", "qa", "qa2", "pharmacist", "pharmacist2", "investigator", "admin"):
         assert username in first.output
     assert "http://127.0.0.1:5000" in first.output
+
+
+def test_every_role_home_page_has_one_layout_and_a_title(login_as, demo_users):
+    for username in ("technician", "qa", "pharmacist", "investigator", "admin"):
+        page = login_as(username).get("/").get_data(as_text=True)
+        assert page.count('<header class="topbar">') == 1, username
+        assert page.count("<h1") >= 1, username

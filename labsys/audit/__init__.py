@@ -12,4 +12,7 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.audit_cli)
+    from labsys.audit.privileges import privileges_cli
+
+    app.cli.add_command(privileges_cli)
     add_nav(app, _l("Audit trail"), "audit.trail", [Role.QA, Role.ADMIN], order=900)

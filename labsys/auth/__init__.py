@@ -90,6 +90,17 @@ def init_app(app: Flask) -> None:
     from labsys.navigation import add_nav
 
     add_nav(app, _l("Users"), "admin.users", [Role.ADMIN], order=950)
+    from labsys.navigation import add_route_examples
+
+    def examples() -> dict[str, list]:
+        from sqlalchemy import select
+        from labsys.auth.models import ApiToken, User
+        from labsys.extensions import db
+
+        return {"user_id": list(db.session.scalars(select(User.id).limit(3))),
+                "token_id": list(db.session.scalars(select(ApiToken.id).limit(2)))}
+
+    add_route_examples(app, examples)
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # check_csrf above decides
 
     from labsys.auth.forms import MEANING_LABELS
