@@ -20,7 +20,7 @@ def init_app(app: Flask) -> None:
     from flask_babel import lazy_gettext as _l
 
     from labsys.auth.roles import Role
-    from labsys.navigation import add_demo_loader, add_nav, add_panel
+    from labsys.navigation import add_demo_loader, add_nav, add_panel, add_route_examples
     from labsys.potency import jobs, models, views  # noqa: F401  (models registers the tables)
     from labsys.potency.demo import load_demo_data
 
@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Potency"), "potency.index", [Role.TECHNICIAN, Role.QA], order=300)
     add_panel(app, "potency/_panel.html", [Role.TECHNICIAN, Role.QA], views.panel_context, order=300)
     add_demo_loader(app, load_demo_data, order=300)
+    add_route_examples(app, views.route_examples)
     jobs.register(app)
     app.cli.add_command(jobs.jobs_cli)
     from labsys.potency.cli import potency_cli

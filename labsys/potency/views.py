@@ -331,16 +331,23 @@ def calibrate(run_id: int):
     return redirect(url_for("potency.calibration"))
 
 
-@bp.route("/parameter-sets/<int:record_id>/approve", methods=["POST"])
+@bp.route("/parameter-sets/<int:parameter_set_id>/approve", methods=["POST"])
 @allow(Role.QA)
-def approve_parameter_set(record_id: int):
-    record = db.session.get(CalibratedParameterSet, record_id)
+def approve_parameter_set(parameter_set_id: int):
+    record = db.session.get(CalibratedParameterSet, parameter_set_id)
     if record is None:
-        raise NotFound(f"No parameter set {record_id}.")
+        raise NotFound(f"No parameter set {parameter_set_id}.")
     check = _sign(SignatureMeaning.APPROVED)
     services.approve_parameter_set(check, record)
     flash(_("Parameter set approved for new runs."), "success")
     return redirect(url_for("potency.calibration"))
+
+
+def route_examples() -> dict[str, list]:
+    """Real URL arguments from the demo data, for the route walks of the test suite."""
+    return {"run_id": list(db.session.scalars(select(PotencyRun.id).order_by(PotencyRun.id).limit(2))),
+            "image_id": list(db.session.scalars(select(FieldImage.id).order_by(FieldImage.id).limit(2))),
+            "parameter_set_id": list(db.session.scalars(select(CalibratedParameterSet.id).limit(2)))}
 
 
 def panel_context() -> dict:
