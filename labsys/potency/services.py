@@ -290,8 +290,11 @@ def upload_images(user: User, run: PotencyRun, files: list[tuple[str, bytes]], *
                 db.session.add(image)
                 created.append(image)
     except BaseException:
+        # Undo this request's new files, unless another upload of the same content now uses them.
+        db.session.rollback()
         for sha in written:
-            store.remove_new(sha)
+            if db.session.scalar(select(FieldImage.id).where(FieldImage.sha256 == sha).limit(1)) is None:
+                store.remove_new(sha)
         raise
     return created
 

@@ -279,3 +279,23 @@ def test_two_reviewers_racing_on_one_run_cannot_both_change_it(app, db, demo_use
     db.session.rollback()
     reviews = db.session.scalars(select(Signature).where(Signature.entity_type == "potency_runs")).all()
     assert len(reviews) == 1
+
+
+def test_a_database_failure_after_writing_files_removes_only_unreferenced_files(app, db, demo_users, monkeypatch):
+    tech = demo_users["technician"]
+    run = make_run(tech)
+    kept = services.upload_images(tech, run, [("A01_f1.tif", field_tiff(0.15, 41))])[0]
+    store = services.image_store()
+
+    def failing_unit_of_work(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    # Same content again (as another well's field) plus a new file; the transaction fails.
+    monkeypatch.setattr(services, "unit_of_work", failing_unit_of_work)
+    with pytest.raises(RuntimeError):
+        services.upload_images(tech, run, [("A02_f1.tif", field_tiff(0.15, 41)), ("A03_f1.tif", field_tiff(0.7, 42))])
+    monkeypatch.undo()
+    assert store.exists(kept.sha256)
+    import hashlib
+
+    assert not store.exists(hashlib.sha256(field_tiff(0.7, 42)).hexdigest())
