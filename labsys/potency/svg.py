@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 760, 300, 64, 16, 20, 56
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 760, 330, 72, 16, 20, 96
 
 
 def levey_jennings_svg(points, stats, title: str, unit: str = "") -> Markup:
