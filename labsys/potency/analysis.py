@@ -319,19 +319,13 @@ def _distance_um(
     chosen = np.flatnonzero(wanted)
     if chosen.size == 0:
         return distance
-    objects = ndi.find_objects(parts)
-    boxes = [objects[part - 1] for part in chosen]
-    places, mosaic_shape = _pack(boxes)
-    mosaic = np.zeros(mosaic_shape, dtype=bool)
-    insides = []
-    for part, box, place in zip(chosen, boxes, places):
-        inside = (parts[box] == part) & mask[box]
-        insides.append(inside)
-        mosaic[place] = inside
-    mosaic_distance = ndi.distance_transform_edt(mosaic).astype(np.float32)
-    for inside, box, place in zip(insides, boxes, places):
-        distance[box][inside] = mosaic_distance[place][inside]
-    return distance * np.float32(pixel_size_um)
+    pixels, place, shape = _mosaic(parts, chosen)
+    inside = mask.ravel()[pixels]
+    pixels, place = pixels[inside], (place[0][inside], place[1][inside])
+    mosaic = np.zeros(shape, dtype=bool)
+    mosaic[place] = True
+    distance.ravel()[pixels] = ndi.distance_transform_edt(mosaic)[place] * pixel_size_um
+    return distance
 
 
 def _relabel(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -397,44 +391,47 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
-def _pack(boxes: list) -> tuple[list, tuple[int, int]]:
-    """Places for the boxes (2-D slices) in a mosaic, left to right on shelves, every box with at
-    least one empty pixel around it; and the mosaic's shape."""
+def _mosaic(parts: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Pack the bounding boxes of the chosen parts side by side on shelves into a small mosaic,
+    every box with at least one empty pixel around it. Returns the flat field indices of the
+    chosen parts' pixels, their (row, column) in the mosaic, and the mosaic's shape."""
+    objects = ndi.find_objects(parts)
+    boxes = [objects[part - 1] for part in chosen]
     width = max(512, max(box[1].stop - box[1].start for box in boxes) + 2)
-    places, row, col, shelf = [], 1, 1, 0
-    for box in boxes:
+    shift_r = np.zeros(parts.max() + 1, dtype=np.int64)
+    shift_c = np.zeros(parts.max() + 1, dtype=np.int64)
+    row, col, shelf = 1, 1, 0
+    for part, box in zip(chosen, boxes):
         height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
         if col + box_width + 1 > width:
             row, col, shelf = row + shelf + 1, 1, 0
-        places.append((slice(row, row + height), slice(col, col + box_width)))
+        shift_r[part], shift_c[part] = row - box[0].start, col - box[1].start
         col += box_width + 1
         shelf = max(shelf, height)
-    return places, (row + shelf + 1, width)
+    selected = np.zeros(shift_r.size, dtype=bool)
+    selected[chosen] = True
+    pixels = np.flatnonzero(selected[parts])
+    rows, cols = np.divmod(pixels, parts.shape[1])
+    owner = parts.ravel()[pixels]
+    return pixels, (rows + shift_r[owner], cols + shift_c[owner]), (row + shelf + 1, width)
 
 
 def _flood_parts(
     regions: np.ndarray, seed_image: np.ndarray, markers: np.ndarray, parts: np.ndarray, chosen: np.ndarray
-) -> None:
-    """Watershed of the chosen parts from their markers, written into `regions`. The parts'
-    bounding boxes are packed side by side (one empty pixel apart) into one small mosaic and
-    flooded in a single call: each part floods alone, as in the whole field, at a fraction of
-    the cost."""
-    objects = ndi.find_objects(parts)
-    boxes = [objects[part - 1] for part in chosen]
-    places, mosaic_shape = _pack(boxes)
-    mosaic_seed = np.zeros(mosaic_shape, dtype=np.float32)
-    mosaic_markers = np.zeros(mosaic_shape, dtype=np.int32)
-    mosaic_mask = np.zeros(mosaic_shape, dtype=bool)
-    owns = []
-    for part, box, place in zip(chosen, boxes, places):
-        own = parts[box] == part
-        owns.append(own)
-        mosaic_seed[place] = seed_image[box]
-        mosaic_markers[place] = np.where(own, markers[box], 0)
-        mosaic_mask[place] = own
+) -> np.ndarray:
+    """Watershed of the chosen parts from their markers, written into `regions`; returns the flat
+    indices of the flooded pixels. The parts are packed into one small mosaic and flooded in a
+    single call: each part floods alone, as in the whole field, at a fraction of the cost."""
+    pixels, place, shape = _mosaic(parts, chosen)
+    mosaic_seed = np.zeros(shape, dtype=np.float32)
+    mosaic_markers = np.zeros(shape, dtype=np.int32)
+    mosaic_mask = np.zeros(shape, dtype=bool)
+    mosaic_seed[place] = seed_image.ravel()[pixels]
+    mosaic_markers[place] = markers.ravel()[pixels]
+    mosaic_mask[place] = True
     flooded = segmentation.watershed(-mosaic_seed, mosaic_markers, mask=mosaic_mask)
-    for own, box, place in zip(owns, boxes, places):
-        regions[box][own] = flooded[place][own]
+    regions.ravel()[pixels] = flooded[place]
+    return pixels
 
 
 def _seeded_labels(
@@ -484,8 +481,7 @@ def _seeded_labels(
     seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
     regions = seed_of_part[parts]
     if multi.any():
-        _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi))
-        pixels = np.flatnonzero(multi[parts])
+        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi))
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
     return np.where(mask, regions, 0).astype(np.int32)
 
