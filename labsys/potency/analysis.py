@@ -392,16 +392,20 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
 
 
 def _mosaic(parts: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
-    """Pack the bounding boxes of the chosen parts side by side on shelves into a small mosaic,
-    every box with at least one empty pixel around it. Returns the flat field indices of the
+    """Pack the bounding boxes of the chosen parts side by side on shelves (tallest first) into a
+    small, about square mosaic, every box with at least one empty pixel around it. Returns the flat field indices of the
     chosen parts' pixels, their (row, column) in the mosaic, and the mosaic's shape."""
     objects = ndi.find_objects(parts)
     boxes = [objects[part - 1] for part in chosen]
-    width = max(512, max(box[1].stop - box[1].start for box in boxes) + 2)
-    shift_r = np.zeros(parts.max() + 1, dtype=np.int64)
-    shift_c = np.zeros(parts.max() + 1, dtype=np.int64)
+    heights = np.array([box[0].stop - box[0].start for box in boxes])
+    order = np.argsort(-heights, kind="stable")
+    area = int(sum((box[0].stop - box[0].start + 1) * (box[1].stop - box[1].start + 1) for box in boxes))
+    width = max(int(np.sqrt(area)) + 2, max(box[1].stop - box[1].start for box in boxes) + 2)
+    shift_r = np.zeros(len(objects) + 1, dtype=np.int64)
+    shift_c = np.zeros(len(objects) + 1, dtype=np.int64)
     row, col, shelf = 1, 1, 0
-    for part, box in zip(chosen, boxes):
+    for index in order:
+        part, box = chosen[index], boxes[index]
         height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
         if col + box_width + 1 > width:
             row, col, shelf = row + shelf + 1, 1, 0
