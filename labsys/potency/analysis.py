@@ -105,12 +105,12 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 _BACKGROUND_BLOCKS = 12
 
 
-def _median_filter(image: np.ndarray, size: int) -> np.ndarray:
-    """scipy.ndimage.median_filter(image, size, mode="reflect") for an odd size, by partitioning
-    all windows at once (several times faster for the window sizes used here)."""
+def _median_filter(image: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
+    """scipy.ndimage.median_filter(image, size, mode="reflect")[::stride, ::stride] for an odd
+    size, by partitioning all windows at once (several times faster for these window sizes)."""
     half = size // 2
-    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))
-    windows = windows.reshape(image.shape[0], image.shape[1], size * size)
+    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))[::stride, ::stride]
+    windows = windows.reshape(windows.shape[0], windows.shape[1], size * size)
     middle = (size * size) // 2
     return np.partition(windows, middle, axis=2)[:, :, middle].astype(np.float32)
 
@@ -129,9 +129,9 @@ def _background(image: np.ndarray, window_px: float) -> np.ndarray:
     """Uneven illumination: a median over about `window_px` of the means of small blocks (a
     twelfth of the window wide), interpolated back to full size bilinearly."""
     step = max(1, int(window_px // _BACKGROUND_BLOCKS))
-    spacing = step
-    size = max(3, int(round(window_px / spacing)) | 1)
+    size = max(3, int(round(window_px / step)) | 1)
     small = _median_filter(_block_mean(image, step), size)
+    spacing = step
     first = (step - 1) / 2
     low, high, weight = _interpolation(image.shape[0], small.shape[0], first, spacing)
     rows = small[low] * (1 - weight)[:, None] + small[high] * weight[:, None]
