@@ -364,7 +364,7 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     distance_um = None
     if params.seed_distance_weight > 0:
         # Parts too small to hold two cells of min_area_px end up as one region whatever the seeds.
-        part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+        part_area = np.bincount(parts[mask], minlength=part_count + 1)
         wanted = part_area >= 2 * min_area_px
         wanted[0] = False
         distance_um = _distance_um(mask, parts, wanted, pixel_size_um)
@@ -477,7 +477,7 @@ def _seeded_labels(
     parts, part_count = labelled_parts if labelled_parts is not None else ndi.label(grown)
     seeds_per_part = np.bincount(parts[peaks], minlength=part_count + 1)
     # A part too small to hold two pieces of min_area_px would be merged back into one region.
-    part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+    part_area = np.bincount(parts[mask], minlength=part_count + 1)
     multi = (seeds_per_part >= 2) & (part_area >= 2 * min_area_px)
     multi[0] = False
     # One region per part (its first seed's label) unless the part is flooded below.
@@ -487,7 +487,9 @@ def _seeded_labels(
     if multi.any():
         pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi))
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
-    return np.where(mask, regions, 0).astype(np.int32)
+    regions = regions.astype(np.int32, copy=False)
+    regions[~mask] = 0
+    return regions
 
 
 def _resegment_large_cells(
@@ -511,7 +513,8 @@ def _resegment_large_cells(
     candidates = (area_um2 >= params.ramified_min_area_um2) & (params.ramified_max_circularity > 0)
     candidates[0] = False
     if candidates.any():
-        perimeter_um = _perimeter_px(labels, count) * pixel_size_um
+        candidate_labels = np.where(candidates[labels], labels, 0)
+        perimeter_um = _perimeter_px(candidate_labels, count) * pixel_size_um
         with np.errstate(divide="ignore", invalid="ignore"):
             circularity = 4 * np.pi * area_um2 / perimeter_um**2
         large |= candidates & (circularity <= params.ramified_max_circularity)
