@@ -105,14 +105,15 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 _BACKGROUND_BLOCKS = 12
 
 
-def _median_filter(image: np.ndarray, size: int) -> np.ndarray:
-    """scipy.ndimage.median_filter(image, size, mode="reflect") for an odd size, by partitioning
-    all windows at once (several times faster for the window sizes used here)."""
+def _median_filter(image: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
+    """scipy.ndimage.median_filter(image, size, mode="reflect")[::stride, ::stride] for an odd
+    size, by partitioning all windows at once (several times faster for these window sizes)."""
     half = size // 2
-    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))
-    windows = windows.reshape(image.shape[0], image.shape[1], size * size)
+    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))[::stride, ::stride]
+    windows = windows.reshape(windows.shape[0], windows.shape[1], size * size)  # a copy
     middle = (size * size) // 2
-    return np.partition(windows, middle, axis=2)[:, :, middle].astype(np.float32)
+    windows.partition(middle, axis=2)
+    return windows[:, :, middle].astype(np.float32)
 
 
 def _interpolation(size: int, blocks: int, first: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,9 +130,9 @@ def _background(image: np.ndarray, window_px: float) -> np.ndarray:
     """Uneven illumination: a median over about `window_px` of the means of small blocks (a
     twelfth of the window wide), interpolated back to full size bilinearly."""
     step = max(1, int(window_px // _BACKGROUND_BLOCKS))
-    spacing = step
-    size = max(3, int(round(window_px / spacing)) | 1)
+    size = max(3, int(round(window_px / step)) | 1)
     small = _median_filter(_block_mean(image, step), size)
+    spacing = step
     first = (step - 1) / 2
     low, high, weight = _interpolation(image.shape[0], small.shape[0], first, spacing)
     rows = small[low] * (1 - weight)[:, None] + small[high] * weight[:, None]
@@ -309,7 +310,7 @@ def _padded_slices(objects: list, shape: tuple[int, int], margin: int) -> list:
 
 
 def _distance_um(
-    mask: np.ndarray, parts: np.ndarray, wanted: np.ndarray, pixel_size_um: float
+    mask: np.ndarray, parts: np.ndarray, boxes: np.ndarray, wanted: np.ndarray, pixel_size_um: float
 ) -> np.ndarray:
     """Euclidean distance to the nearest background pixel inside the parts of `parts` (connected
     parts of the bridged mask) with `wanted[part]`, 0 elsewhere. Computed on the parts' bounding
@@ -319,19 +320,13 @@ def _distance_um(
     chosen = np.flatnonzero(wanted)
     if chosen.size == 0:
         return distance
-    objects = ndi.find_objects(parts)
-    boxes = [objects[part - 1] for part in chosen]
-    places, mosaic_shape = _pack(boxes)
-    mosaic = np.zeros(mosaic_shape, dtype=bool)
-    insides = []
-    for part, box, place in zip(chosen, boxes, places):
-        inside = (parts[box] == part) & mask[box]
-        insides.append(inside)
-        mosaic[place] = inside
-    mosaic_distance = ndi.distance_transform_edt(mosaic).astype(np.float32)
-    for inside, box, place in zip(insides, boxes, places):
-        distance[box][inside] = mosaic_distance[place][inside]
-    return distance * np.float32(pixel_size_um)
+    pixels, place, shape = _mosaic(parts, chosen, boxes)
+    inside = mask.ravel()[pixels]
+    pixels, place = pixels[inside], (place[0][inside], place[1][inside])
+    mosaic = np.zeros(shape, dtype=bool)
+    mosaic[place] = True
+    distance.ravel()[pixels] = ndi.distance_transform_edt(mosaic)[place] * pixel_size_um
+    return distance
 
 
 def _relabel(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -366,14 +361,15 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
 
     grown = _dilate_cross(mask, int(round(params.bridge_gap_um / pixel_size_um)))
     parts, part_count = ndi.label(grown)
+    boxes = _boxes(parts)
     min_area_px = params.split_min_area_um2 / pixel_area_um2
     distance_um = None
     if params.seed_distance_weight > 0:
         # Parts too small to hold two cells of min_area_px end up as one region whatever the seeds.
-        part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+        part_area = np.bincount(parts[mask], minlength=part_count + 1)
         wanted = part_area >= 2 * min_area_px
         wanted[0] = False
-        distance_um = _distance_um(mask, parts, wanted, pixel_size_um)
+        distance_um = _distance_um(mask, parts, boxes, wanted, pixel_size_um)
     labels = _seeded_labels(
         corrected,
         noise_sd,
@@ -384,11 +380,11 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         params.seed_distance_weight,
         distance_um,
         min_area_px,
-        (parts, part_count),
+        (parts, part_count, boxes),
     )
     if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
         labels = _resegment_large_cells(
-            labels, corrected, noise_sd, mask, (parts, part_count), distance_um, pixel_size_um, params
+            labels, corrected, noise_sd, mask, (parts, part_count, boxes), distance_um, pixel_size_um, params
         )
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
@@ -397,44 +393,67 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
-def _pack(boxes: list) -> tuple[list, tuple[int, int]]:
-    """Places for the boxes (2-D slices) in a mosaic, left to right on shelves, every box with at
-    least one empty pixel around it; and the mosaic's shape."""
-    width = max(512, max(box[1].stop - box[1].start for box in boxes) + 2)
-    places, row, col, shelf = [], 1, 1, 0
-    for box in boxes:
-        height, box_width = box[0].stop - box[0].start, box[1].stop - box[1].start
-        if col + box_width + 1 > width:
-            row, col, shelf = row + shelf + 1, 1, 0
-        places.append((slice(row, row + height), slice(col, col + box_width)))
-        col += box_width + 1
-        shelf = max(shelf, height)
-    return places, (row + shelf + 1, width)
+def _boxes(parts: np.ndarray) -> np.ndarray:
+    """Bounding box (row start, row stop, column start, column stop) of every part, row i for
+    part i + 1."""
+    return np.array(
+        [(box[0].start, box[0].stop, box[1].start, box[1].stop) if box else (0, 0, 0, 0)
+         for box in ndi.find_objects(parts)],
+        dtype=np.int64,
+    ).reshape(-1, 4)
+
+
+def _mosaic(
+    parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Pack the bounding boxes of the chosen parts (`boxes` from `_boxes`) tallest first on
+    shelves of about the square root of their number into a small mosaic, every box with at least
+    one empty pixel around it. Returns the flat field indices of the chosen parts' pixels, their
+    (row, column) in the mosaic, and the mosaic's shape."""
+    chosen = chosen[np.argsort(boxes[chosen - 1, 0] - boxes[chosen - 1, 1], kind="stable")]
+    box = boxes[chosen - 1]
+    height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
+    per_shelf = max(1, int(np.ceil(np.sqrt(chosen.size))))
+    shelf = np.arange(chosen.size) // per_shelf
+    end = np.cumsum(width + 1)
+    first = shelf * per_shelf
+    col = 1 + end - (width + 1) - (end[first] - (width[first] + 1))
+    shelf_height = height[::per_shelf]
+    shelf_row = 1 + np.concatenate(([0], np.cumsum(shelf_height + 1)[:-1]))
+    row = shelf_row[shelf]
+    shift_r = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
+    shift_c = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
+    shift_r[chosen], shift_c[chosen] = row - box[:, 0], col - box[:, 2]
+    selected = np.zeros(boxes.shape[0] + 1, dtype=bool)
+    selected[chosen] = True
+    pixels = np.flatnonzero(selected[parts])
+    rows, cols = np.divmod(pixels, parts.shape[1])
+    owner = parts.ravel()[pixels]
+    shape = (int(shelf_row[-1] + shelf_height[-1] + 1), int((col + width).max() + 1))
+    return pixels, (rows + shift_r[owner], cols + shift_c[owner]), shape
 
 
 def _flood_parts(
-    regions: np.ndarray, seed_image: np.ndarray, markers: np.ndarray, parts: np.ndarray, chosen: np.ndarray
-) -> None:
-    """Watershed of the chosen parts from their markers, written into `regions`. The parts'
-    bounding boxes are packed side by side (one empty pixel apart) into one small mosaic and
-    flooded in a single call: each part floods alone, as in the whole field, at a fraction of
-    the cost."""
-    objects = ndi.find_objects(parts)
-    boxes = [objects[part - 1] for part in chosen]
-    places, mosaic_shape = _pack(boxes)
-    mosaic_seed = np.zeros(mosaic_shape, dtype=np.float32)
-    mosaic_markers = np.zeros(mosaic_shape, dtype=np.int32)
-    mosaic_mask = np.zeros(mosaic_shape, dtype=bool)
-    owns = []
-    for part, box, place in zip(chosen, boxes, places):
-        own = parts[box] == part
-        owns.append(own)
-        mosaic_seed[place] = seed_image[box]
-        mosaic_markers[place] = np.where(own, markers[box], 0)
-        mosaic_mask[place] = own
+    regions: np.ndarray,
+    seed_image: np.ndarray,
+    markers: np.ndarray,
+    parts: np.ndarray,
+    chosen: np.ndarray,
+    boxes: np.ndarray,
+) -> np.ndarray:
+    """Watershed of the chosen parts from their markers, written into `regions`; returns the flat
+    indices of the flooded pixels. The parts are packed into one small mosaic and flooded in a
+    single call: each part floods alone, as in the whole field, at a fraction of the cost."""
+    pixels, place, shape = _mosaic(parts, chosen, boxes)
+    mosaic_seed = np.zeros(shape, dtype=np.float32)
+    mosaic_markers = np.zeros(shape, dtype=np.int32)
+    mosaic_mask = np.zeros(shape, dtype=bool)
+    mosaic_seed[place] = seed_image.ravel()[pixels]
+    mosaic_markers[place] = markers.ravel()[pixels]
+    mosaic_mask[place] = True
     flooded = segmentation.watershed(-mosaic_seed, mosaic_markers, mask=mosaic_mask)
-    for own, box, place in zip(owns, boxes, places):
-        regions[box][own] = flooded[place][own]
+    regions.ravel()[pixels] = flooded[place]
+    return pixels
 
 
 def _seeded_labels(
@@ -447,7 +466,7 @@ def _seeded_labels(
     distance_weight: float,
     distance_um: np.ndarray | None,
     min_area_px: float,
-    labelled_parts: tuple[np.ndarray, int] | None = None,
+    labelled_parts: tuple[np.ndarray, int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), seeds
     at every local maximum, regions then merged h-maxima style; labels restricted to `mask`.
@@ -473,10 +492,14 @@ def _seeded_labels(
     peaks.ravel()[inside[is_peak]] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
 
-    parts, part_count = labelled_parts if labelled_parts is not None else ndi.label(grown)
+    if labelled_parts is None:
+        parts, part_count = ndi.label(grown)
+        boxes = _boxes(parts)
+    else:
+        parts, part_count, boxes = labelled_parts
     seeds_per_part = np.bincount(parts[peaks], minlength=part_count + 1)
     # A part too small to hold two pieces of min_area_px would be merged back into one region.
-    part_area = np.bincount(parts.ravel(), weights=mask.ravel(), minlength=part_count + 1)
+    part_area = np.bincount(parts[mask], minlength=part_count + 1)
     multi = (seeds_per_part >= 2) & (part_area >= 2 * min_area_px)
     multi[0] = False
     # One region per part (its first seed's label) unless the part is flooded below.
@@ -484,10 +507,11 @@ def _seeded_labels(
     seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
     regions = seed_of_part[parts]
     if multi.any():
-        _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi))
-        pixels = np.flatnonzero(multi[parts])
+        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes)
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
-    return np.where(mask, regions, 0).astype(np.int32)
+    regions = regions.astype(np.int32, copy=False)
+    regions[~mask] = 0
+    return regions
 
 
 def _resegment_large_cells(
@@ -495,7 +519,7 @@ def _resegment_large_cells(
     corrected: np.ndarray,
     noise_sd: float,
     mask: np.ndarray,
-    labelled_parts: tuple[np.ndarray, int],
+    labelled_parts: tuple[np.ndarray, int, np.ndarray],
     distance_um: np.ndarray | None,
     pixel_size_um: float,
     params: ParameterSet,
@@ -511,14 +535,15 @@ def _resegment_large_cells(
     candidates = (area_um2 >= params.ramified_min_area_um2) & (params.ramified_max_circularity > 0)
     candidates[0] = False
     if candidates.any():
-        perimeter_um = _perimeter_px(labels, count) * pixel_size_um
+        candidate_labels = np.where(candidates[labels], labels, 0)
+        perimeter_um = _perimeter_px(candidate_labels, count) * pixel_size_um
         with np.errstate(divide="ignore", invalid="ignore"):
             circularity = 4 * np.pi * area_um2 / perimeter_um**2
         large |= candidates & (circularity <= params.ramified_max_circularity)
     large[0] = False
     if not large.any():
         return labels
-    groups, group_count = labelled_parts
+    groups, group_count, _ = labelled_parts
     flagged = np.zeros(group_count + 1, dtype=bool)
     flagged[groups[large[labels]]] = True
     flagged[0] = False

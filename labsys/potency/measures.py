@@ -72,18 +72,21 @@ def _hull_area_px(
     within about 0.2 % of the true hull otherwise."""
     padded = padded or _Padded(labels)
     flat, index, own = padded.flat, padded.index, padded.own
-    edge = np.zeros(index.size, dtype=bool)
-    for dr, dc in _NEIGHBOURS_8:
-        edge |= flat[index + padded.offset(dr, dc)] != own
-    rows, cols = padded.rows_cols(index[edge])
-    own = own[edge]
+    # The support function in any direction is reached at the first or last pixel of a run of
+    # the cell along a row (the projection is linear along the row).
+    run_end = (flat[index - 1] != own) | (flat[index + 1] != own)
+    rows, cols = padded.rows_cols(index[run_end])
+    own = own[run_end]
     order = np.argsort(own, kind="stable")
     own, rows, cols = own[order], rows[order], cols[order]
     angles = np.arange(_HULL_DIRECTIONS) * (2 * np.pi / _HULL_DIRECTIONS)
-    cos, sin = np.cos(angles), np.sin(angles)
-    projection = (rows - centroid_r[own])[:, None] * cos + (cols - centroid_c[own])[:, None] * sin
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    offset_r = (rows - centroid_r[own]).astype(np.float32)
+    offset_c = (cols - centroid_c[own]).astype(np.float32)
+    projection = offset_r[:, None] * cos + offset_c[:, None] * sin
     starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
-    support = np.maximum.reduceat(projection, starts, axis=0) + 0.5 * (np.abs(cos) + np.abs(sin))
+    support = np.maximum.reduceat(projection, starts, axis=0).astype(np.float64)
+    support += 0.5 * (np.abs(cos) + np.abs(sin)).astype(np.float64)
     step = 2 * np.pi / _HULL_DIRECTIONS
     neighbours = np.roll(support, 1, axis=1) + np.roll(support, -1, axis=1)
     area = 0.5 * np.sum(support * (neighbours - 2 * support * np.cos(step)), axis=1) / np.sin(step)
