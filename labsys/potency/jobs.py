@@ -88,7 +88,8 @@ def score_run(run_id: int) -> dict:
     failed = 0
     for outcome in _outcomes(work, processes):
         failed += 0 if outcome.ok else 1
-        services.record_field_outcome(run_id, outcome)
+        if not services.record_field_outcome(run_id, outcome):
+            return {"run_id": run_id, "stopped": True}
     services.finish_scoring(run_id)
     return {"run_id": run_id, "fields": len(work), "failed": failed}
 

@@ -339,9 +339,12 @@ def start_scoring(user: User, run: PotencyRun) -> PotencyRun:
     return run
 
 
-def record_field_outcome(run_id: int, outcome: FieldOutcome) -> None:
-    """Store one field's score (or failure) and advance the run's progress."""
+def record_field_outcome(run_id: int, outcome: FieldOutcome) -> bool:
+    """Store one field's score (or failure) and advance the run's progress. Returns False (and
+    stores nothing) when the run is no longer being scored (its scoring was stopped)."""
     run = get_run(run_id)
+    if run.state != RunState.SCORING:
+        return False
     store = image_store()
     overlay = store.put(outcome.overlay_png)[0] if outcome.overlay_png else None
     cells = store.put(outcome.cells_npz)[0] if outcome.cells_npz else None
@@ -364,6 +367,7 @@ def record_field_outcome(run_id: int, outcome: FieldOutcome) -> None:
         run.fields_done = run.fields_done + 1
         if not outcome.ok:
             run.fields_failed = run.fields_failed + 1
+    return True
 
 
 def _store_evaluation(run: PotencyRun) -> RunEvaluation:
@@ -405,6 +409,16 @@ def abandon_scoring(run_id: int, error: str) -> None:
     with unit_of_work(SYSTEM, "potency.scoring.abandon", reason=error[:500]):
         run.state = RunState.DRAFT
         record_event(SYSTEM, "potency.scoring.failed", "potency_runs", run.id, {"error": error[:500]})
+
+
+def stop_scoring(user: User, run: PotencyRun, reason: str) -> PotencyRun:
+    """Return a run stuck in scoring (e.g. its worker stopped) to draft, with a reason; it can
+    then be scored again. A job still running stops at its next field."""
+    _require_state(run, RunState.SCORING, doing="stop scoring")
+    with _changing(actor_of(user), "potency.scoring.stop", reason=reason, reason_required=True):
+        check_run_transition(run.state, RunState.DRAFT)
+        run.state = RunState.DRAFT
+    return run
 
 
 # Review and approval ------------------------------------------------------------------------

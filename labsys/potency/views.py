@@ -185,7 +185,8 @@ def run(run_id: int):
     images = [image for w in run.wells for image in w.images]
     return render_template("potency/run.html", run=run, evaluation=evaluation, wells=wells, images=images,
                            row_names=[chr(ord("A") + r) for r in range(rows)], col_numbers=list(range(1, cols + 1)),
-                           heat=_heat_bins(evaluation), rule_labels=rule_labels(), action_form=ActionForm(), sign_form=SignForm(),
+                           heat=_heat_bins(evaluation), rule_labels=rule_labels(), action_form=ActionForm(),
+                           sign_form=SignForm(), stop_form=ExcludeForm(),
                            signatures=signatures_for(run),
                            can_qa=current_user.has_role(Role.QA),
                            can_tech=current_user.has_role(Role.TECHNICIAN))
@@ -201,6 +202,19 @@ def _heat_bins(evaluation) -> dict[str, str]:
     low, high = min(scores.values()), max(scores.values())
     span = (high - low) or 1.0
     return {name: f"heat-{min(4, int(5 * (value - low) / span))}" for name, value in scores.items()}
+
+
+@bp.route("/<int:run_id>/stop-scoring", methods=["POST"])
+@allow(Role.TECHNICIAN, Role.QA)
+def stop_scoring(run_id: int):
+    run = _run_or_404(run_id)
+    form = ExcludeForm()
+    if not form.validate_on_submit():
+        flash(_("A reason is required."), "danger")
+        return redirect(url_for("potency.run", run_id=run_id))
+    services.stop_scoring(current_user, run, form.reason.data)
+    flash(_("Scoring stopped; the run is a draft again."), "warning")
+    return redirect(url_for("potency.run", run_id=run_id))
 
 
 @api.route("/runs/<int:run_id>/progress")

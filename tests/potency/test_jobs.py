@@ -55,11 +55,12 @@ def test_progress_advances_field_by_field_and_is_served_as_json(app, db, demo_us
     original = services.record_field_outcome
 
     def spy(run_id, outcome):
-        original(run_id, outcome)
+        stored = original(run_id, outcome)
         if not seen:  # after the first field, ask the progress endpoint like the browser does
             seen.append(client.get(f"/api/potency/runs/{run_id}/progress").get_json())
         else:
             seen.append(services.get_run(run_id).fields_done)
+        return stored
 
     monkeypatch.setattr(services, "record_field_outcome", spy)
     jobs.score_run(run.id)
@@ -119,3 +120,23 @@ def test_an_outcome_for_a_failed_field_is_counted_as_failed(db, demo_users):
     services.record_field_outcome(run.id, FieldOutcome(image_id=image.id, ok=False, error="ValueError: bad"))
     run = services.get_run(run.id)
     assert (run.fields_done, run.fields_failed, run.progress_percent) == (1, 1, 50)
+
+
+def test_a_stuck_run_can_be_stopped_with_a_reason_and_its_job_then_stops(app, db, demo_users, login_as):
+    run = _ready_run(demo_users)
+    services.start_scoring(demo_users["technician"], run)
+    client = login_as("technician")
+    page = client.get(f"/potency/{run.id}").get_data(as_text=True)
+    assert "Stop scoring" in page
+    client.post_form(f"/potency/{run.id}/stop-scoring", {"reason": ""}, token_from=f"/potency/{run.id}")
+    assert services.get_run(run.id).state == RunState.SCORING  # no reason, nothing changed
+    response = client.post_form(f"/potency/{run.id}/stop-scoring", {"reason": "Worker host rebooted"},
+                                token_from=f"/potency/{run.id}")
+    assert response.status_code == 302
+    assert services.get_run(run.id).state == RunState.DRAFT
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "potency.scoring.stop"))
+    assert entry.reason == "Worker host rebooted"
+    assert jobs.score_run(run.id) == {"run_id": run.id, "skipped": "run is draft"}
+    image = run.wells[0].images[0]
+    assert services.record_field_outcome(run.id, FieldOutcome(image_id=image.id, ok=False, error="late")) is False
+    assert db.session.scalar(select(FieldScore)) is None
