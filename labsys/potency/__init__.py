@@ -1,5 +1,14 @@
 """BV2 co-culture potency assay: runs, plate layout, field images, scoring jobs, review,
-trending and calibration. The image analysis itself (analysis.py) is pure and imports no Flask."""
+trending and calibration. The image analysis itself (analysis.py) is pure and imports no Flask.
+
+What other features read: ``services.approved_potency_for_lot(lot_identifier)`` returns the
+most recent approved run's result for a lot under test (``ApprovedPotency``: ``value`` /
+``percent_inhibition`` over all the lot's MSC:BV2 ratios, ``relative_potency``, ``run_id``,
+``run_code``, ``valid``, ``assay_date``, ``approved_at``) or None.
+
+Settings (``app.config``; defaults below): where images live, upload limits, the scoring pool
+size and the Huey queue (``LABSYS_HUEY_URL=redis://…`` selects Redis; otherwise a SQLite file
+under instance/). Run the queue with ``flask --app wsgi potency-jobs worker``."""
 from __future__ import annotations
 
 from flask import Flask
