@@ -338,7 +338,9 @@ def _relabel(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return lookup[labels]
 
 
-def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
+def _segment_working(
+    image: np.ndarray, pixel_size_um: float, params: ParameterSet, exclude_border: bool = False
+) -> np.ndarray:
     if pixel_size_um <= 0:
         raise ValueError("pixel_size_um must be positive.")
     factor = _working_factor(pixel_size_um, params)
@@ -346,7 +348,8 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     pixel_size_um = pixel_size_um * factor
     pixel_area_um2 = pixel_size_um**2
     corrected = raw - _background(raw, params.background_window_um / pixel_size_um)
-    smoothed = ndi.gaussian_filter(corrected, params.smoothing_sigma_um / pixel_size_um, truncate=3.0)
+    smoothing_px = params.smoothing_sigma_um / pixel_size_um
+    smoothed = ndi.gaussian_filter(corrected, smoothing_px, truncate=3.0)
 
     sample = smoothed[::2, ::2]
     centre = float(np.median(sample))
@@ -372,6 +375,7 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         distance_um = _distance_um(mask, parts, boxes, wanted, pixel_size_um)
     labels = _seeded_labels(
         corrected,
+        0.0,
         noise_sd,
         mask,
         grown,
@@ -384,12 +388,13 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     )
     if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
         labels = _resegment_large_cells(
-            labels, corrected, noise_sd, mask, (parts, part_count, boxes), distance_um, pixel_size_um, params
+            labels, corrected, 0.0, noise_sd, mask, (parts, part_count, boxes), distance_um, pixel_size_um, params
         )
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
     drop = area_um2 < params.debris_max_area_um2
-    drop |= _touching_edge(labels) & (area_um2 < params.border_fragment_max_area_um2)
+    touching = _touching_edge(labels)
+    drop |= touching & (exclude_border | (area_um2 < params.border_fragment_max_area_um2))
     return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
@@ -457,7 +462,8 @@ def _flood_parts(
 
 
 def _seeded_labels(
-    corrected: np.ndarray,
+    image: np.ndarray,
+    base_sigma_px: float,
     noise_sd: float,
     mask: np.ndarray,
     grown: np.ndarray,
@@ -471,7 +477,10 @@ def _seeded_labels(
     """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), seeds
     at every local maximum, regions then merged h-maxima style; labels restricted to `mask`.
     The flood runs only in connected parts of `grown` holding more than one seed."""
-    smoothed = ndi.gaussian_filter(corrected, sigma_px, truncate=3.0)
+    # Smoothing `image` (already a Gaussian of `base_sigma_px`, 0 for none) further gives the seed
+    # scale.
+    extra = np.sqrt(max(sigma_px**2 - base_sigma_px**2, 0.0))
+    smoothed = ndi.gaussian_filter(image, extra, truncate=3.0) if extra > 0 else image
     inside = np.flatnonzero(grown)
     values = np.log(np.maximum(smoothed.ravel()[inside], noise_sd) / noise_sd)
     if distance_weight > 0 and distance_um is not None:
@@ -516,7 +525,8 @@ def _seeded_labels(
 
 def _resegment_large_cells(
     labels: np.ndarray,
-    corrected: np.ndarray,
+    image: np.ndarray,
+    base_sigma_px: float,
     noise_sd: float,
     mask: np.ndarray,
     labelled_parts: tuple[np.ndarray, int, np.ndarray],
@@ -555,7 +565,8 @@ def _resegment_large_cells(
         window = _padded_slices([objects[group - 1]], labels.shape, margin)[0]
         own = groups[window] == group
         coarse = _seeded_labels(
-            corrected[window],
+            image[window],
+            base_sigma_px,
             noise_sd,
             mask[window] & own,
             own,
@@ -595,9 +606,7 @@ def score_field(
     0.0 and NaN when no cell is found.
     """
     factor = _working_factor(pixel_size_um, params)
-    labels = _segment_working(image, pixel_size_um, params)
-    if exclude_border:
-        labels = exclude_border_cells(labels)
+    labels = _segment_working(image, pixel_size_um, params, exclude_border=exclude_border)
     # Measured at the working resolution, where the segmentation was made.
     cells = measure_cells(labels, pixel_size_um * factor)
     cells["centroid_row_px"] = (cells["centroid_row_px"] + 0.5) * factor - 0.5
