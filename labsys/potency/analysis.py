@@ -412,18 +412,17 @@ def _mosaic(
     parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
     """Pack the bounding boxes of the chosen parts (`boxes` from `_boxes`) tallest first on
-    shelves of about the square root of their number into a small mosaic, every box with at least
-    one empty pixel around it. Returns the flat field indices of the chosen parts' pixels, their
+    shelves into a small, roughly square mosaic, every box with at least one empty pixel around
+    it. Returns the flat field indices of the chosen parts' pixels, their
     (row, column) in the mosaic, and the mosaic's shape."""
     chosen = chosen[np.argsort(boxes[chosen - 1, 0] - boxes[chosen - 1, 1], kind="stable")]
     box = boxes[chosen - 1]
     height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
-    per_shelf = max(1, int(np.ceil(np.sqrt(chosen.size))))
-    shelf = np.arange(chosen.size) // per_shelf
-    end = np.cumsum(width + 1)
-    first = shelf * per_shelf
-    col = 1 + end - (width + 1) - (end[first] - (width[first] + 1))
-    shelf_height = height[::per_shelf]
+    start = np.cumsum(width + 1) - (width + 1)
+    shelf_width = max(int(np.sqrt(np.sum((height + 1) * (width + 1)))), 1)
+    _, first, shelf = np.unique(start // shelf_width, return_index=True, return_inverse=True)
+    col = 1 + start - start[first][shelf]
+    shelf_height = height[first]
     shelf_row = 1 + np.concatenate(([0], np.cumsum(shelf_height + 1)[:-1]))
     row = shelf_row[shelf]
     shift_r = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
