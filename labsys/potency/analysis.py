@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 from skimage import segmentation
 
 from labsys.potency.measures import _perimeter_px, measure_cells  # noqa: F401  (re-exported)
+from labsys.potency.mosaic import boxes_of as _boxes, mosaic as _mosaic
 from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
     DEFAULT_PARAMETER_SET_NAME,
     PARAMETER_SETS,
@@ -351,7 +352,10 @@ def _segment_working(
     smoothing_px = params.smoothing_sigma_um / pixel_size_um
     smoothed = ndi.gaussian_filter(corrected, smoothing_px, truncate=3.0)
 
-    sample = smoothed[::2, ::2]
+    # Robust noise level from a regular sample of about 65,000 pixels (every other pixel or
+    # sparser on large fields).
+    stride = max(2, int(np.sqrt(smoothed.size / 65536)))
+    sample = smoothed[::stride, ::stride]
     centre = float(np.median(sample))
     noise_sd = 1.4826 * float(np.median(np.abs(sample - centre)))
     if noise_sd <= 0:
@@ -396,45 +400,6 @@ def _segment_working(
     touching = _touching_edge(labels)
     drop |= touching & (exclude_border | (area_um2 < params.border_fragment_max_area_um2))
     return _relabel(labels, (area_um2 > 0) & ~drop)
-
-
-def _boxes(parts: np.ndarray) -> np.ndarray:
-    """Bounding box (row start, row stop, column start, column stop) of every part, row i for
-    part i + 1."""
-    return np.array(
-        [(box[0].start, box[0].stop, box[1].start, box[1].stop) if box else (0, 0, 0, 0)
-         for box in ndi.find_objects(parts)],
-        dtype=np.int64,
-    ).reshape(-1, 4)
-
-
-def _mosaic(
-    parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
-    """Pack the bounding boxes of the chosen parts (`boxes` from `_boxes`) tallest first on
-    shelves into a small, roughly square mosaic, every box with at least one empty pixel around
-    it. Returns the flat field indices of the chosen parts' pixels, their
-    (row, column) in the mosaic, and the mosaic's shape."""
-    chosen = chosen[np.argsort(boxes[chosen - 1, 0] - boxes[chosen - 1, 1], kind="stable")]
-    box = boxes[chosen - 1]
-    height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
-    start = np.cumsum(width + 1) - (width + 1)
-    shelf_width = max(int(np.sqrt(np.sum((height + 1) * (width + 1)))), 1)
-    _, first, shelf = np.unique(start // shelf_width, return_index=True, return_inverse=True)
-    col = 1 + start - start[first][shelf]
-    shelf_height = height[first]
-    shelf_row = 1 + np.concatenate(([0], np.cumsum(shelf_height + 1)[:-1]))
-    row = shelf_row[shelf]
-    shift_r = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
-    shift_c = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
-    shift_r[chosen], shift_c[chosen] = row - box[:, 0], col - box[:, 2]
-    selected = np.zeros(boxes.shape[0] + 1, dtype=bool)
-    selected[chosen] = True
-    pixels = np.flatnonzero(selected[parts])
-    rows, cols = np.divmod(pixels, parts.shape[1])
-    owner = parts.ravel()[pixels]
-    shape = (int(shelf_row[-1] + shelf_height[-1] + 1), int((col + width).max() + 1))
-    return pixels, (rows + shift_r[owner], cols + shift_c[owner]), shape
 
 
 def _flood_parts(
