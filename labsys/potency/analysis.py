@@ -236,16 +236,18 @@ def _seeded_labels(
         values += distance_weight * np.log1p(distance_um.ravel()[inside])
     seed_image = np.zeros(grown.shape, dtype=np.float32)
     seed_image.ravel()[inside] = values
-    # Local maxima (3 × 3, edge pixels repeated beyond the field) at the grown pixels only.
-    padded = np.pad(seed_image, 1, mode="edge").ravel()
-    width = grown.shape[1] + 2
-    rows, cols = np.divmod(inside, grown.shape[1])
-    centre = (rows + 1) * width + cols + 1
+    # Local maxima (3 × 3, edge pixels repeated beyond the field, as maximum_filter's "reflect")
+    # at the grown pixels only.
+    height, width = grown.shape
+    flat_seed = seed_image.ravel()
+    rows, cols = np.divmod(inside, width)
+    row_starts = {dr: np.clip(rows + dr, 0, height - 1) * width for dr in (-1, 0, 1)}
+    col_shifts = {dc: np.clip(cols + dc, 0, width - 1) for dc in (-1, 0, 1)}
     is_peak = np.ones(inside.size, dtype=bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             if dr or dc:
-                is_peak &= values >= padded[centre + dr * width + dc]
+                is_peak &= values >= flat_seed[row_starts[dr] + col_shifts[dc]]
     peaks = np.zeros(grown.shape, dtype=bool)
     peaks.ravel()[inside[is_peak]] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
@@ -265,7 +267,7 @@ def _seeded_labels(
     seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
     regions = seed_of_part[parts]
     if multi.any():
-        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes)
+        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes, inside)
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
     regions = regions.astype(np.int32, copy=False)
     regions[~mask] = 0
@@ -302,16 +304,16 @@ def _resegment_large_cells(
     large[0] = False
     if not large.any():
         return labels
-    groups, group_count, _ = labelled_parts
+    groups, group_count, boxes = labelled_parts
     flagged = np.zeros(group_count + 1, dtype=bool)
     flagged[groups[large[labels]]] = True
     flagged[0] = False
     margin = int(np.ceil(3 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
-    objects = ndi.find_objects(groups)
     result = labels.copy()
     offset = count
     for group in np.flatnonzero(flagged):
-        window = _padded_slices([objects[group - 1]], labels.shape, margin)[0]
+        r0, r1, c0, c1 = boxes[group - 1]
+        window = _padded_slices([(slice(r0, r1), slice(c0, c1))], labels.shape, margin)[0]
         own = groups[window] == group
         coarse = _seeded_labels(
             image[window],

@@ -203,9 +203,7 @@ def _distance_um(
     chosen = np.flatnonzero(wanted)
     if chosen.size == 0:
         return distance
-    pixels, place, shape = _mosaic(parts, chosen, boxes)
-    inside = mask.ravel()[pixels]
-    pixels, place = pixels[inside], (place[0][inside], place[1][inside])
+    pixels, place, shape = _mosaic(parts, chosen, boxes, np.flatnonzero(mask))
     mosaic = np.zeros(shape, dtype=bool)
     mosaic[place] = True
     distance.ravel()[pixels] = ndi.distance_transform_edt(mosaic)[place] * pixel_size_um
@@ -228,11 +226,12 @@ def _flood_parts(
     parts: np.ndarray,
     chosen: np.ndarray,
     boxes: np.ndarray,
+    candidates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Watershed of the chosen parts from their markers, written into `regions`; returns the flat
     indices of the flooded pixels. The parts are packed into one small mosaic and flooded in a
     single call: each part floods alone, as in the whole field, at a fraction of the cost."""
-    pixels, place, shape = _mosaic(parts, chosen, boxes)
+    pixels, place, shape = _mosaic(parts, chosen, boxes, candidates)
     mosaic_seed = np.zeros(shape, dtype=np.float32)
     mosaic_markers = np.zeros(shape, dtype=np.int32)
     mosaic_mask = np.zeros(shape, dtype=bool)

@@ -23,12 +23,13 @@ def boxes_of(parts: np.ndarray) -> np.ndarray:
 
 
 def mosaic(
-    parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray
+    parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray, candidates: np.ndarray | None = None
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
     """Pack the bounding boxes of the chosen parts (`boxes` from `boxes_of`) tallest first on
     shelves into a small, roughly square mosaic, every box with at least one empty pixel around
     it. Returns the flat field indices of the chosen parts' pixels, their
-    (row, column) in the mosaic, and the mosaic's shape."""
+    (row, column) in the mosaic, and the mosaic's shape. `candidates` (flat indices, ascending)
+    limits the pixels returned to those among them (by default every pixel of the parts)."""
     chosen = chosen[np.argsort(boxes[chosen - 1, 0] - boxes[chosen - 1, 1], kind="stable")]
     box = boxes[chosen - 1]
     height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
@@ -44,7 +45,10 @@ def mosaic(
     shift_r[chosen], shift_c[chosen] = row - box[:, 0], col - box[:, 2]
     selected = np.zeros(boxes.shape[0] + 1, dtype=bool)
     selected[chosen] = True
-    pixels = np.flatnonzero(selected[parts])
+    if candidates is None:
+        pixels = np.flatnonzero(selected[parts])
+    else:
+        pixels = candidates[selected[parts.ravel()[candidates]]]
     rows, cols = np.divmod(pixels, parts.shape[1])
     owner = parts.ravel()[pixels]
     shape = (int(shelf_row[-1] + shelf_height[-1] + 1), int((col + width).max() + 1))
