@@ -39,6 +39,7 @@ from labsys.potency.imageops import (  # noqa: F401  (re-exported for tests and 
     _distance_um,
     _fill_holes,
     _flood_parts,
+    _gaussian,
     _median_filter,
     _merge_regions,
     _padded_slices,
@@ -158,7 +159,7 @@ def _segment_working(
     pixel_area_um2 = pixel_size_um**2
     corrected = raw - _background(raw, params.background_window_um / pixel_size_um)
     smoothing_px = params.smoothing_sigma_um / pixel_size_um
-    smoothed = ndi.gaussian_filter(corrected, smoothing_px, truncate=3.0)
+    smoothed = _gaussian(corrected, smoothing_px)
 
     # Robust noise level from a regular sample of about 65,000 pixels (every other pixel or
     # sparser on large fields).
@@ -229,7 +230,7 @@ def _seeded_labels(
     # Smoothing `image` (already a Gaussian of `base_sigma_px`, 0 for none) further gives the seed
     # scale.
     extra = np.sqrt(max(sigma_px**2 - base_sigma_px**2, 0.0))
-    smoothed = ndi.gaussian_filter(image, extra, truncate=3.0) if extra > 0 else image
+    smoothed = _gaussian(image, extra) if extra > 0 else image
     inside = np.flatnonzero(grown)
     values = np.log(np.maximum(smoothed.ravel()[inside], noise_sd) / noise_sd)
     if distance_weight > 0 and distance_um is not None:

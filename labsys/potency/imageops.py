@@ -241,3 +241,30 @@ def _flood_parts(
     flooded = segmentation.watershed(-mosaic_seed, mosaic_markers, mask=mosaic_mask)
     regions.ravel()[pixels] = flooded[place]
     return pixels
+
+
+def _gaussian(image: np.ndarray, sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter(image, sigma, truncate=truncate) (mode "reflect") in float32,
+    as two passes of shifted, paired sums (about twice as fast; differs by float32 rounding)."""
+    radius = int(truncate * sigma + 0.5)
+    image = np.asarray(image, dtype=np.float32)
+    if radius == 0:
+        return image.copy()
+    weights = np.exp(-0.5 * (np.arange(radius + 1) / sigma) ** 2)
+    weights = (weights / (2 * weights.sum() - weights[0])).astype(np.float32)
+    for axis in (0, 1):
+        size = image.shape[axis]
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(image, pad, mode="symmetric")
+
+        def shifted(offset: int) -> np.ndarray:
+            index = [slice(None), slice(None)]
+            index[axis] = slice(radius + offset, radius + offset + size)
+            return padded[tuple(index)]
+
+        result = weights[0] * shifted(0)
+        for offset in range(1, radius + 1):
+            result += weights[offset] * (shifted(offset) + shifted(-offset))
+        image = result
+    return image

@@ -118,3 +118,10 @@ def test_ramified_cell_keeps_its_processes_and_touching_round_cells_still_split(
     assert labels[190, 178] != labels[190, 196] and labels[190, 178] > 0 and labels[190, 196] > 0
     # And the adaptive pass is what keeps the cell whole here.
     assert fragments.max() > labels.max()
+
+
+@pytest.mark.parametrize("sigma", [0.85, 1.9, 4.5])
+def test_gaussian_matches_scipy(sigma):
+    image = (np.random.default_rng(7).random((90, 70)) * 1000).astype(np.float32)
+    expected = ndi.gaussian_filter(image, sigma, truncate=3.0)
+    assert np.allclose(analysis._gaussian(image, sigma), expected, atol=1e-3)
