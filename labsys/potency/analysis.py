@@ -12,8 +12,12 @@ Pure functions over numpy arrays (numpy, scipy and scikit-image only). The steps
 4. removal of debris and of slivers of cells lying outside the field; optional exclusion of
    every cell touching the field edge (the potency measurement excludes them, the validation
    against ground truth keeps them);
-5. per-cell measures computed for all cells at once (bincount sums over the label image);
+5. per-cell measures computed for all cells at once (measures.py, on the cell pixels only);
 6. activated/resting classification and the field summary.
+
+The image operations behind steps 1–4 live in imageops.py: cells cover a few per cent of a BV2
+field, so the watershed and the distance transform run on a mosaic of the cells' bounding boxes
+(mosaic.py) rather than on the whole field.
 """
 
 from __future__ import annotations
@@ -24,11 +28,25 @@ from typing import Any
 import numpy as np
 import scipy
 import skimage
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage as ndi
 from skimage import segmentation
 
 from labsys.potency.measures import _perimeter_px, measure_cells  # noqa: F401  (re-exported)
+from labsys.potency.imageops import (  # noqa: F401  (re-exported for tests and callers)
+    _background,
+    _block_mean,
+    _dilate_cross,
+    _distance_um,
+    _fill_holes,
+    _flood_parts,
+    _gaussian,
+    _median_filter,
+    _merge_regions,
+    _padded_slices,
+    _relabel,
+    _touching_edge,
+)
+from labsys.potency.mosaic import boxes_of as _boxes
 from labsys.potency.parameters import (  # noqa: F401  (re-exported for callers)
     DEFAULT_PARAMETER_SET_NAME,
     PARAMETER_SETS,
@@ -102,159 +120,10 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
     return _check_image(image).astype(np.float32)
 
 
-_BACKGROUND_BLOCKS = 12
-
-
-def _median_filter(image: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
-    """scipy.ndimage.median_filter(image, size, mode="reflect")[::stride, ::stride] for an odd
-    size, by partitioning all windows at once (several times faster for these window sizes)."""
-    half = size // 2
-    windows = sliding_window_view(np.pad(image, half, mode="symmetric"), (size, size))[::stride, ::stride]
-    windows = windows.reshape(windows.shape[0], windows.shape[1], size * size)  # a copy
-    middle = (size * size) // 2
-    windows.partition(middle, axis=2)
-    return windows[:, :, middle].astype(np.float32)
-
-
-def _interpolation(size: int, blocks: int, first: float, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation from `blocks` sample points (the first at pixel `first`, then every
-    `spacing` pixels) to `size` pixels: lower and upper sample index and the upper sample's
-    weight per pixel; constant beyond the first and last sample."""
-    position = np.clip((np.arange(size) - first) / spacing, 0, blocks - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, blocks - 1)
-    return low, high, (position - low).astype(np.float32)
-
-
-def _background(image: np.ndarray, window_px: float) -> np.ndarray:
-    """Uneven illumination: a median over about `window_px` of the means of small blocks (a
-    twelfth of the window wide), interpolated back to full size bilinearly."""
-    step = max(1, int(window_px // _BACKGROUND_BLOCKS))
-    size = max(3, int(round(window_px / step)) | 1)
-    small = _median_filter(_block_mean(image, step), size)
-    spacing = step
-    first = (step - 1) / 2
-    low, high, weight = _interpolation(image.shape[0], small.shape[0], first, spacing)
-    rows = small[low] * (1 - weight)[:, None] + small[high] * weight[:, None]
-    low, high, weight = _interpolation(image.shape[1], small.shape[1], first, spacing)
-    return rows[:, low] * (1 - weight) + rows[:, high] * weight
-
-
-def _touching_edge(labels: np.ndarray) -> np.ndarray:
-    """Boolean per label id: does the object touch the field edge."""
-    touching = np.zeros(int(labels.max()) + 1, dtype=bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        touching[edge] = True
-    touching[0] = False
-    return touching
-
-
-def _merge_regions(
-    regions: np.ndarray,
-    seed_image: np.ndarray,
-    mask: np.ndarray,
-    prominence: float,
-    min_area_px: float,
-    pixels: np.ndarray | None = None,
-) -> np.ndarray:
-    """Merge watershed regions grown from every local maximum, h-maxima style: a region whose peak
-    rises less than `prominence` above its highest saddle to a brighter neighbour joins that
-    neighbour, and a region with fewer than `min_area_px` mask pixels joins the neighbour it
-    shares its highest saddle with. Vectorised over the region adjacency edges; repeated until
-    nothing changes (a few rounds). `pixels` (flat indices) limits the work to the pixels of the
-    regions that may merge; by default every pixel is looked at."""
-    count = int(regions.max())
-    if count < 2:
-        return regions
-    rows_n, cols_n = regions.shape
-    flat_regions, flat_seed, flat_mask = regions.ravel(), seed_image.ravel(), mask.ravel()
-    if pixels is None:
-        pixels = np.flatnonzero(flat_regions)
-    own = flat_regions[pixels]
-    pairs_a, pairs_b, pairs_saddle = [], [], []
-    for step, valid in ((1, pixels % cols_n < cols_n - 1), (cols_n, pixels < (rows_n - 1) * cols_n)):
-        here = pixels[valid]
-        there = flat_regions[here + step]
-        boundary = (there != own[valid]) & (there > 0)
-        pairs_a.append(own[valid][boundary])
-        pairs_b.append(there[boundary])
-        pairs_saddle.append(np.minimum(flat_seed[here[boundary]], flat_seed[here[boundary] + step]))
-    edge_a = np.concatenate(pairs_a).astype(np.int64)
-    edge_b = np.concatenate(pairs_b).astype(np.int64)
-    edge_saddle = np.concatenate(pairs_saddle).astype(np.float64)
-    if edge_a.size == 0:
-        return regions
-    peak = np.zeros(count + 1)
-    np.maximum.at(peak, own, flat_seed[pixels].astype(np.float64))
-    area = np.bincount(own, weights=flat_mask[pixels], minlength=count + 1)
-    parent = np.arange(count + 1)
-    for _round in range(200):
-        low = np.minimum(edge_a, edge_b)
-        high = np.maximum(edge_a, edge_b)
-        keep = low != high
-        low, high, saddle = low[keep], high[keep], edge_saddle[keep]
-        if low.size == 0:
-            break
-        # One saddle per adjacent pair: the highest.
-        key = low * (count + 1) + high
-        order = np.lexsort((-saddle, key))
-        first = np.r_[True, key[order][1:] != key[order][:-1]]
-        low, high, saddle = low[order][first], high[order][first], saddle[order][first]
-        # Each edge seen from both ends: region `r` may join neighbour `q`.
-        r = np.r_[low, high]
-        q = np.r_[high, low]
-        s = np.r_[saddle, saddle]
-        # Prominence merges go to a brighter neighbour, area merges to a larger one; one kind
-        # per round, so every round's merges follow one strict order and cannot form cycles.
-        joins_brighter = (peak[q] > peak[r]) | ((peak[q] == peak[r]) & (q < r))
-        wants = joins_brighter & (peak[r] - s < prominence)
-        if not wants.any():
-            joins_larger = (area[q] > area[r]) | ((area[q] == area[r]) & (q < r))
-            wants = joins_larger & (area[r] < min_area_px)
-        if not wants.any():
-            break
-        r, q, s = r[wants], q[wants], s[wants]
-        order = np.lexsort((-s, r))
-        chosen = np.r_[True, r[order][1:] != r[order][:-1]]
-        r, q = r[order][chosen], q[order][chosen]
-        step_parent = np.arange(count + 1)
-        step_parent[r] = q
-        while True:
-            grand = step_parent[step_parent]
-            if np.array_equal(grand, step_parent):
-                break
-            step_parent = grand
-        parent = step_parent[parent]
-        edge_a, edge_b = step_parent[edge_a], step_parent[edge_b]
-        merged_peak = np.zeros(count + 1)
-        np.maximum.at(merged_peak, step_parent, peak)
-        peak = merged_peak
-        area = np.bincount(step_parent, weights=area, minlength=count + 1)
-    return parent[regions].astype(regions.dtype, copy=False)
-
-
 def _working_factor(pixel_size_um: float, params: ParameterSet) -> int:
     """Integer block size that brings the pixel size up to the parameter set's working pixel
     size (1 when the image is already as coarse)."""
     return max(1, int(np.floor(params.working_pixel_size_um / pixel_size_um + 1e-9)))
-
-
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """float32 means of factor × factor blocks (edge pixels repeated to fill the last blocks)."""
-    if factor == 1:
-        return np.asarray(image, dtype=np.float32)
-    rows, cols = image.shape
-    pad_r, pad_c = (-rows) % factor, (-cols) % factor
-    if pad_r or pad_c:
-        image = np.pad(image, ((0, pad_r), (0, pad_c)), mode="edge")
-    blocks = image.reshape(image.shape[0] // factor, factor, image.shape[1] // factor, factor)
-    total = blocks[:, 0, :, 0].astype(np.float32)
-    for i in range(factor):
-        for j in range(factor):
-            if i or j:
-                total += blocks[:, i, :, j]
-    total *= np.float32(1.0 / factor**2)
-    return total
 
 
 def segment(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
@@ -279,66 +148,9 @@ def _to_input_resolution(labels: np.ndarray, shape: tuple[int, ...], factor: int
     return full[: shape[0], : shape[1]]
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """scipy.ndimage.binary_fill_holes (4-connected background), by labelling the background."""
-    background, _ = ndi.label(~mask)
-    outside = np.zeros(int(background.max()) + 1, dtype=bool)
-    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
-        outside[edge] = True
-    outside[0] = False
-    return ~outside[background]
-
-
-def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
-    """scipy.ndimage.binary_dilation with the 4-neighbour cross, repeated `iterations` times."""
-    grown = mask.copy()
-    for _ in range(iterations):
-        before = grown.copy()
-        grown[1:] |= before[:-1]
-        grown[:-1] |= before[1:]
-        grown[:, 1:] |= before[:, :-1]
-        grown[:, :-1] |= before[:, 1:]
-    return grown
-
-
-def _padded_slices(objects: list, shape: tuple[int, int], margin: int) -> list:
-    return [
-        (slice(max(0, rs.start - margin), min(shape[0], rs.stop + margin)),
-         slice(max(0, cs.start - margin), min(shape[1], cs.stop + margin)))
-        for rs, cs in objects
-    ]
-
-
-def _distance_um(
-    mask: np.ndarray, parts: np.ndarray, boxes: np.ndarray, wanted: np.ndarray, pixel_size_um: float
+def _segment_working(
+    image: np.ndarray, pixel_size_um: float, params: ParameterSet, exclude_border: bool = False
 ) -> np.ndarray:
-    """Euclidean distance to the nearest background pixel inside the parts of `parts` (connected
-    parts of the bridged mask) with `wanted[part]`, 0 elsewhere. Computed on the parts' bounding
-    boxes packed into one mosaic, one empty pixel apart; exact, as the ring around a part is
-    background in the field too."""
-    distance = np.zeros(mask.shape, dtype=np.float32)
-    chosen = np.flatnonzero(wanted)
-    if chosen.size == 0:
-        return distance
-    pixels, place, shape = _mosaic(parts, chosen, boxes)
-    inside = mask.ravel()[pixels]
-    pixels, place = pixels[inside], (place[0][inside], place[1][inside])
-    mosaic = np.zeros(shape, dtype=bool)
-    mosaic[place] = True
-    distance.ravel()[pixels] = ndi.distance_transform_edt(mosaic)[place] * pixel_size_um
-    return distance
-
-
-def _relabel(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Labels with `keep[label]` renumbered 1..N in order, the others set to 0."""
-    keep = keep.copy()
-    keep[0] = False
-    lookup = np.zeros(keep.size, dtype=np.int32)
-    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lookup[labels]
-
-
-def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterSet) -> np.ndarray:
     if pixel_size_um <= 0:
         raise ValueError("pixel_size_um must be positive.")
     factor = _working_factor(pixel_size_um, params)
@@ -346,9 +158,13 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     pixel_size_um = pixel_size_um * factor
     pixel_area_um2 = pixel_size_um**2
     corrected = raw - _background(raw, params.background_window_um / pixel_size_um)
-    smoothed = ndi.gaussian_filter(corrected, params.smoothing_sigma_um / pixel_size_um, truncate=3.0)
+    smoothing_px = params.smoothing_sigma_um / pixel_size_um
+    smoothed = _gaussian(corrected, smoothing_px)
 
-    sample = smoothed[::2, ::2]
+    # Robust noise level from a regular sample of about 65,000 pixels (every other pixel or
+    # sparser on large fields).
+    stride = max(2, int(np.sqrt(smoothed.size / 65536)))
+    sample = smoothed[::stride, ::stride]
     centre = float(np.median(sample))
     noise_sd = 1.4826 * float(np.median(np.abs(sample - centre)))
     if noise_sd <= 0:
@@ -372,6 +188,7 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
         distance_um = _distance_um(mask, parts, boxes, wanted, pixel_size_um)
     labels = _seeded_labels(
         corrected,
+        0.0,
         noise_sd,
         mask,
         grown,
@@ -384,80 +201,19 @@ def _segment_working(image: np.ndarray, pixel_size_um: float, params: ParameterS
     )
     if params.large_cell_min_area_um2 > 0 or params.ramified_max_circularity > 0:
         labels = _resegment_large_cells(
-            labels, corrected, noise_sd, mask, (parts, part_count, boxes), distance_um, pixel_size_um, params
+            labels, corrected, 0.0, noise_sd, mask, (parts, part_count, boxes), distance_um, pixel_size_um, params
         )
 
     area_um2 = np.bincount(labels.ravel()) * pixel_area_um2
     drop = area_um2 < params.debris_max_area_um2
-    drop |= _touching_edge(labels) & (area_um2 < params.border_fragment_max_area_um2)
+    touching = _touching_edge(labels)
+    drop |= touching & (exclude_border | (area_um2 < params.border_fragment_max_area_um2))
     return _relabel(labels, (area_um2 > 0) & ~drop)
 
 
-def _boxes(parts: np.ndarray) -> np.ndarray:
-    """Bounding box (row start, row stop, column start, column stop) of every part, row i for
-    part i + 1."""
-    return np.array(
-        [(box[0].start, box[0].stop, box[1].start, box[1].stop) if box else (0, 0, 0, 0)
-         for box in ndi.find_objects(parts)],
-        dtype=np.int64,
-    ).reshape(-1, 4)
-
-
-def _mosaic(
-    parts: np.ndarray, chosen: np.ndarray, boxes: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[int, int]]:
-    """Pack the bounding boxes of the chosen parts (`boxes` from `_boxes`) tallest first on
-    shelves of about the square root of their number into a small mosaic, every box with at least
-    one empty pixel around it. Returns the flat field indices of the chosen parts' pixels, their
-    (row, column) in the mosaic, and the mosaic's shape."""
-    chosen = chosen[np.argsort(boxes[chosen - 1, 0] - boxes[chosen - 1, 1], kind="stable")]
-    box = boxes[chosen - 1]
-    height, width = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
-    per_shelf = max(1, int(np.ceil(np.sqrt(chosen.size))))
-    shelf = np.arange(chosen.size) // per_shelf
-    end = np.cumsum(width + 1)
-    first = shelf * per_shelf
-    col = 1 + end - (width + 1) - (end[first] - (width[first] + 1))
-    shelf_height = height[::per_shelf]
-    shelf_row = 1 + np.concatenate(([0], np.cumsum(shelf_height + 1)[:-1]))
-    row = shelf_row[shelf]
-    shift_r = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
-    shift_c = np.zeros(boxes.shape[0] + 1, dtype=np.int64)
-    shift_r[chosen], shift_c[chosen] = row - box[:, 0], col - box[:, 2]
-    selected = np.zeros(boxes.shape[0] + 1, dtype=bool)
-    selected[chosen] = True
-    pixels = np.flatnonzero(selected[parts])
-    rows, cols = np.divmod(pixels, parts.shape[1])
-    owner = parts.ravel()[pixels]
-    shape = (int(shelf_row[-1] + shelf_height[-1] + 1), int((col + width).max() + 1))
-    return pixels, (rows + shift_r[owner], cols + shift_c[owner]), shape
-
-
-def _flood_parts(
-    regions: np.ndarray,
-    seed_image: np.ndarray,
-    markers: np.ndarray,
-    parts: np.ndarray,
-    chosen: np.ndarray,
-    boxes: np.ndarray,
-) -> np.ndarray:
-    """Watershed of the chosen parts from their markers, written into `regions`; returns the flat
-    indices of the flooded pixels. The parts are packed into one small mosaic and flooded in a
-    single call: each part floods alone, as in the whole field, at a fraction of the cost."""
-    pixels, place, shape = _mosaic(parts, chosen, boxes)
-    mosaic_seed = np.zeros(shape, dtype=np.float32)
-    mosaic_markers = np.zeros(shape, dtype=np.int32)
-    mosaic_mask = np.zeros(shape, dtype=bool)
-    mosaic_seed[place] = seed_image.ravel()[pixels]
-    mosaic_markers[place] = markers.ravel()[pixels]
-    mosaic_mask[place] = True
-    flooded = segmentation.watershed(-mosaic_seed, mosaic_markers, mask=mosaic_mask)
-    regions.ravel()[pixels] = flooded[place]
-    return pixels
-
-
 def _seeded_labels(
-    corrected: np.ndarray,
+    image: np.ndarray,
+    base_sigma_px: float,
     noise_sd: float,
     mask: np.ndarray,
     grown: np.ndarray,
@@ -471,23 +227,28 @@ def _seeded_labels(
     """Seeded watershed of `grown` on the smoothed log-intensity (plus the distance term), seeds
     at every local maximum, regions then merged h-maxima style; labels restricted to `mask`.
     The flood runs only in connected parts of `grown` holding more than one seed."""
-    smoothed = ndi.gaussian_filter(corrected, sigma_px, truncate=3.0)
+    # Smoothing `image` (already a Gaussian of `base_sigma_px`, 0 for none) further gives the seed
+    # scale.
+    extra = np.sqrt(max(sigma_px**2 - base_sigma_px**2, 0.0))
+    smoothed = _gaussian(image, extra) if extra > 0 else image
     inside = np.flatnonzero(grown)
     values = np.log(np.maximum(smoothed.ravel()[inside], noise_sd) / noise_sd)
     if distance_weight > 0 and distance_um is not None:
         values += distance_weight * np.log1p(distance_um.ravel()[inside])
     seed_image = np.zeros(grown.shape, dtype=np.float32)
     seed_image.ravel()[inside] = values
-    # Local maxima (3 × 3, edge pixels repeated beyond the field) at the grown pixels only.
-    padded = np.pad(seed_image, 1, mode="edge").ravel()
-    width = grown.shape[1] + 2
-    rows, cols = np.divmod(inside, grown.shape[1])
-    centre = (rows + 1) * width + cols + 1
+    # Local maxima (3 × 3, edge pixels repeated beyond the field, as maximum_filter's "reflect")
+    # at the grown pixels only.
+    height, width = grown.shape
+    flat_seed = seed_image.ravel()
+    rows, cols = np.divmod(inside, width)
+    row_starts = {dr: np.clip(rows + dr, 0, height - 1) * width for dr in (-1, 0, 1)}
+    col_shifts = {dc: np.clip(cols + dc, 0, width - 1) for dc in (-1, 0, 1)}
     is_peak = np.ones(inside.size, dtype=bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             if dr or dc:
-                is_peak &= values >= padded[centre + dr * width + dc]
+                is_peak &= values >= flat_seed[row_starts[dr] + col_shifts[dc]]
     peaks = np.zeros(grown.shape, dtype=bool)
     peaks.ravel()[inside[is_peak]] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
@@ -507,7 +268,7 @@ def _seeded_labels(
     seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
     regions = seed_of_part[parts]
     if multi.any():
-        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes)
+        pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes, inside)
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
     regions = regions.astype(np.int32, copy=False)
     regions[~mask] = 0
@@ -516,7 +277,8 @@ def _seeded_labels(
 
 def _resegment_large_cells(
     labels: np.ndarray,
-    corrected: np.ndarray,
+    image: np.ndarray,
+    base_sigma_px: float,
     noise_sd: float,
     mask: np.ndarray,
     labelled_parts: tuple[np.ndarray, int, np.ndarray],
@@ -543,19 +305,20 @@ def _resegment_large_cells(
     large[0] = False
     if not large.any():
         return labels
-    groups, group_count, _ = labelled_parts
+    groups, group_count, boxes = labelled_parts
     flagged = np.zeros(group_count + 1, dtype=bool)
     flagged[groups[large[labels]]] = True
     flagged[0] = False
     margin = int(np.ceil(3 * params.large_cell_seed_sigma_um / pixel_size_um)) + 1
-    objects = ndi.find_objects(groups)
     result = labels.copy()
     offset = count
     for group in np.flatnonzero(flagged):
-        window = _padded_slices([objects[group - 1]], labels.shape, margin)[0]
+        r0, r1, c0, c1 = boxes[group - 1]
+        window = _padded_slices([(slice(r0, r1), slice(c0, c1))], labels.shape, margin)[0]
         own = groups[window] == group
         coarse = _seeded_labels(
-            corrected[window],
+            image[window],
+            base_sigma_px,
             noise_sd,
             mask[window] & own,
             own,
@@ -595,9 +358,7 @@ def score_field(
     0.0 and NaN when no cell is found.
     """
     factor = _working_factor(pixel_size_um, params)
-    labels = _segment_working(image, pixel_size_um, params)
-    if exclude_border:
-        labels = exclude_border_cells(labels)
+    labels = _segment_working(image, pixel_size_um, params, exclude_border=exclude_border)
     # Measured at the working resolution, where the segmentation was made.
     cells = measure_cells(labels, pixel_size_um * factor)
     cells["centroid_row_px"] = (cells["centroid_row_px"] + 0.5) * factor - 0.5
