@@ -17,6 +17,7 @@ FEATURES = [
     "labsys.auth",
     "labsys.main",
     "labsys.potency",
+    "labsys.trial",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
