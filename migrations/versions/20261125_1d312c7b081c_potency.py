@@ -1,7 +1,7 @@
 """potency
 
 Revision ID: 1d312c7b081c
-Revises: 714283c4ea32
+Revises: e0f0d1362d95
 Create Date: 2026-11-25 12:23:25.417176
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '1d312c7b081c'
-down_revision = '714283c4ea32'
+down_revision = 'e0f0d1362d95'
 branch_labels = None
 depends_on = None
 
