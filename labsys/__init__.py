@@ -16,6 +16,7 @@ FEATURES = [
     "labsys.audit",
     "labsys.auth",
     "labsys.main",
+    "labsys.batches",
     "labsys.potency",
     "labsys.trial",
 ]

@@ -196,3 +196,39 @@ def login_as(app, demo_users):
         return client
 
     return _login
+
+
+def urls_for_every_get_route(app, skip_endpoints: tuple[str, ...] = ("static",)) -> list[str]:
+    """Every GET route of the application, with each URL argument filled from the values the
+    features register (labsys.navigation.add_route_examples), taken from the demo data."""
+    from flask import url_for
+    from itertools import product
+
+    from labsys.navigation import route_examples
+
+    values = route_examples(app)
+    urls: list[str] = []
+    missing = []
+    with app.test_request_context():
+        for rule in app.url_map.iter_rules():
+            if "GET" not in rule.methods or rule.endpoint in skip_endpoints:
+                continue
+            arguments = sorted(rule.arguments)
+            absent = [a for a in arguments if not values.get(a)]
+            if absent:
+                missing.append(f"{rule.rule}: {absent}")
+                continue
+            for combination in product(*(values[a] for a in arguments)):
+                urls.append(url_for(rule.endpoint, **dict(zip(arguments, combination))))
+    assert not missing, "no example values for: " + "; ".join(missing)
+    return urls
+
+
+def load_all_demo_data(app) -> None:
+    """Every feature's demo data, in flow order (what `flask demo-data` loads)."""
+    from labsys.cli import ensure_demo_users
+    from labsys.navigation import demo_loaders
+
+    ensure_demo_users()
+    for loader in demo_loaders(app):
+        loader()

@@ -201,12 +201,19 @@ def _flush_events(session: Session) -> None:
 def _row_for(context: AuditContext | None, obj: Any, verb: str, old: dict | None,
              new: dict | None) -> dict[str, Any]:
     assert context is not None
-    identity = inspect(obj).identity
-    entity_id = None if identity is None else "/".join(str(part) for part in identity)
     entity_type = inspect(obj).mapper.persist_selectable.name
     return {"actor": context.actor, "action": f"{context.action}" if context.action else verb,
-            "entity_type": entity_type, "entity_id": entity_id, "old": old, "new": new,
+            "entity_type": entity_type, "entity_id": entity_id_of(obj), "old": old, "new": new,
             "reason": context.reason}
+
+
+def entity_id_of(obj: Any) -> str | None:
+    """The record's primary key as text. Read from the mapper, not the identity key: a row
+    inserted by the flush being audited has its key values but no identity key yet."""
+    values = inspect(obj).mapper.primary_key_from_instance(obj)
+    if any(value is None for value in values):
+        return None
+    return "/".join(str(value) for value in values)
 
 
 def current_context() -> AuditContext | None:

@@ -11,7 +11,7 @@ from typing import Any
 from flask_babel import gettext as _
 from sqlalchemy import inspect, select
 
-from labsys.audit.services import record_hash
+from labsys.audit.services import entity_id_of, record_hash
 from labsys.auth.models import Signature, SignatureMeaning, User
 from labsys.auth.roles import Permission
 from labsys.auth.services import password_matches, register_failure
@@ -55,14 +55,13 @@ def authenticate_signer(current_user: User, username: str, password: str,
 def sign(check: SignatureCheck, record: Any) -> Signature:
     """Bind a signature to the record as it stands now (flushed, so it has its id)."""
     db.session.flush()
-    identity = inspect(record).identity
     signature = Signature(
         user_id=check.signer.id,
         printed_name=check.signer.full_name,
         meaning=check.meaning,
         signed_at=utcnow(),
         entity_type=inspect(record).mapper.persist_selectable.name,
-        entity_id="/".join(str(part) for part in identity),
+        entity_id=entity_id_of(record),
         record_hash=record_hash(record),
         comment=check.comment,
     )
@@ -72,13 +71,13 @@ def sign(check: SignatureCheck, record: Any) -> Signature:
 
 
 def signatures_for(record: Any) -> list[Signature]:
-    identity = inspect(record).identity
-    if identity is None:
+    entity_id = entity_id_of(record)
+    if entity_id is None:
         return []
     return list(db.session.scalars(
         select(Signature).where(
             Signature.entity_type == inspect(record).mapper.persist_selectable.name,
-            Signature.entity_id == "/".join(str(part) for part in identity),
+            Signature.entity_id == entity_id,
         ).order_by(Signature.signed_at, Signature.id)))
 
 

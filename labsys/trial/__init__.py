@@ -18,3 +18,25 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Trial"), "trial.index", [Role.PHARMACIST, Role.INVESTIGATOR], order=500)
     add_panel(app, "trial/_panel.html", [Role.PHARMACIST, Role.INVESTIGATOR], views.panel_context, order=500)
     add_demo_loader(app, demo.load_demo_data, order=500)
+    from labsys.navigation import add_route_examples
+
+    add_route_examples(app, route_examples)
+
+
+def route_examples() -> dict[str, list]:
+    """Real values for the trial's URL arguments, from whatever is in the database."""
+    from labsys.trial import orders, services
+
+    trial = services.get_trial()
+    if trial is None:
+        return {}
+    patients = services.patients(trial)
+    preparations = [orders.preparation_of(o) for o in orders.all_orders()]
+    lots = sorted({p.lot_identifier for p in preparations if p is not None})
+    return {
+        "patient_id": [p.id for p in patients],
+        "order_id": [o.id for o in orders.all_orders()],
+        "study_day": trial.visit_day_list,
+        "lot_identifier": lots or ["W000026000123"],
+        "study_id": [p.study_id for p in patients if p.study_id] + [p.kit_number for p in patients if p.kit_number],
+    }

@@ -183,3 +183,10 @@ def test_parallel_verification_joins_ranges_and_finds_every_break(db, demo_users
         assert result.ok and result.entries == last
     else:
         assert not result.ok and result.broken_seq == broken_seq
+
+
+def test_a_created_record_is_audited_with_its_id(db, demo_users):
+    created = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "user.create",
+                                                          AuditEntry.entity_type == "users")).all()
+    assert created and all(entry.entity_id is not None for entry in created)
+    assert {entry.entity_id for entry in created} == {str(user.id) for user in demo_users.values()}

@@ -13,6 +13,8 @@ from labsys.auth.signatures import SignatureCheck
 from labsys.trial import demo, followup, orders, services
 from labsys.trial.models import InfusionOrder, Patient
 
+from tests.conftest import load_all_demo_data, urls_for_every_get_route
+
 from .conftest import ARM_NAMES
 
 ARM_PATTERN = re.compile("|".join(re.escape(name) for name in ARM_NAMES) + "|routine care", re.IGNORECASE)
@@ -20,7 +22,8 @@ ARM_PATTERN = re.compile("|".join(re.escape(name) for name in ARM_NAMES) + "|rou
 
 @pytest.fixture
 def demo_trial(app, demo_users):
-    demo.load_demo_data()
+    """The whole demo data set (every feature), plus one emergency unblinding."""
+    load_all_demo_data(app)
     trial = services.get_trial()
     patient = next(p for p in services.patients(trial) if p.randomized)
     services.emergency_unblind(demo_users["investigator"], patient, "Severe allergic reaction",
@@ -29,35 +32,7 @@ def demo_trial(app, demo_users):
 
 
 def _urls_for_every_get_route(app, trial):
-    """Every GET route of the application, with real ids from the demo data."""
-    patients = services.patients(trial)
-    values = {
-        "patient_id": [p.id for p in patients],
-        "order_id": [o.id for o in orders.all_orders()],
-        "study_day": trial.visit_day_list,
-        "lot_identifier": ["W000026000123", "PL-2026-01"],
-        "study_id": [p.study_id for p in patients if p.study_id] + [p.kit_number for p in patients if p.kit_number],
-        "user_id": [1],
-        "filename": ["css/app.css"],
-    }
-    urls = []
-    with app.test_request_context():
-        from flask import url_for
-
-        for rule in app.url_map.iter_rules():
-            if "GET" not in rule.methods:
-                continue
-            arguments = sorted(rule.arguments)
-            assert all(a in values for a in arguments), f"no test values for {rule.rule}"
-            if not arguments:
-                urls.append(url_for(rule.endpoint))
-            elif arguments == ["patient_id", "study_day"]:
-                urls += [url_for(rule.endpoint, patient_id=p, study_day=d)
-                         for p in values["patient_id"] for d in values["study_day"]]
-            else:
-                (name,) = arguments
-                urls += [url_for(rule.endpoint, **{name: v}) for v in values[name]]
-    return urls
+    return urls_for_every_get_route(app)
 
 
 @pytest.mark.parametrize("username", ["investigator", "qa", "admin", "technician"])
