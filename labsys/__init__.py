@@ -18,7 +18,9 @@ FEATURES = [
     "labsys.main",
     "labsys.batches",
     "labsys.potency",
+    "labsys.release",
     "labsys.trial",
+    "labsys.chain_of_custody",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -53,4 +53,22 @@ def init_app(app: Flask) -> None:
     add_nav(app, _l("Vials"), "batches.vials", [Role.TECHNICIAN, Role.QA, Role.PHARMACIST], order=210)
     add_panel(app, "batches/_panel.html", roles, views.panel_context, order=200)
     add_demo_loader(app, load_demo_data, order=200)
+    from labsys.navigation import add_route_examples
+
+    add_route_examples(app, route_examples)
     app.cli.add_command(cli.labels_cli)
+
+
+def route_examples() -> dict[str, list]:
+    """Real values for the batches pages' URL arguments (route walks), from the database."""
+    from sqlalchemy import select
+
+    from labsys.batches.models import Batch, Box, Cord, Deviation, Donor, Fill, Passage, Vial
+    from labsys.extensions import db
+
+    def first_ids(model, n: int = 2) -> list[int]:
+        return list(db.session.scalars(select(model.id).order_by(model.id).limit(n)))
+
+    return {"batch_id": first_ids(Batch, 3), "donor_id": first_ids(Donor, 3), "cord_id": first_ids(Cord),
+            "passage_id": first_ids(Passage), "fill_id": first_ids(Fill), "deviation_id": first_ids(Deviation),
+            "vial_id": first_ids(Vial), "box_id": first_ids(Box)}

@@ -100,4 +100,8 @@ def _load() -> None:
     donor("D-DEMO-003", 5, {**CLEAN, Marker.HBSAG: MarkerResult.REACTIVE})
     donor("D-DEMO-004", 2, {**CLEAN, Marker.HCV_NAT: MarkerResult.NOT_TESTED}, determine=False)
     _run_batch(tech, tech2, qa, filled_donor, 30, 3, True, reagent_ids)
-    _run_batch(tech, tech2, qa, running_donor, 18, 1, False, reagent_ids)
+    running = _run_batch(tech, tech2, qa, running_donor, 18, 1, False, reagent_ids)
+    from labsys.batches.quality import raise_deviation
+
+    raise_deviation(tech, "Incubator 3 CO2 alarm for 4 minutes during P1 (5.0 % → 4.1 %); flasks unaffected "
+                          "on inspection.", batch=running)

@@ -31,6 +31,19 @@ def demo_trial(app, demo_users):
     return trial
 
 
+def readable_text(response) -> str:
+    """What a person could read in a response: the text of HTML, JSON and CSV, the text layer of a
+    PDF (pdftotext), nothing of an image."""
+    import subprocess
+
+    if response.mimetype == "application/pdf":
+        return subprocess.run(["pdftotext", "-", "-"], input=response.get_data(), capture_output=True,
+                              check=True).stdout.decode()
+    if response.mimetype.startswith("image/"):
+        return ""
+    return response.get_data(as_text=True)
+
+
 def _urls_for_every_get_route(app, trial):
     return urls_for_every_get_route(app)
 
@@ -43,9 +56,10 @@ def test_masked_users_never_see_an_arm_on_any_route(app, demo_trial, login_as, u
     ok = 0
     for url in urls:
         response = client.get(url)
-        body = response.get_data(as_text=True)
+        body = readable_text(response)
         assert not ARM_PATTERN.search(body), f"{url} shows an arm to {username}"
-        assert '"arm"' not in body, url
+        if not url.endswith("/openapi.json"):  # the spec documents the field; no value is in it
+            assert '"arm"' not in body, url
         ok += response.status_code == 200
     assert ok > 20 if username == "investigator" else ok > 2
 
@@ -191,8 +205,10 @@ def test_the_patient_api_answers_json_and_hides_the_arm_from_masked_users(app, d
     assert body["study_id"] == patient.study_id and "arm" not in body
 
 
-def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, login_as, db):
-    order = orders.open_orders()[0]
+def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, login_as, db, demo_users):
+    waiting = [p for p in services.patients(demo_trial) if p.randomized and orders.active_order(p) is None]
+    order = orders.open_orders()[0] if orders.open_orders() else orders.order_infusion(
+        demo_users["investigator"], waiting[0], dt.date.today())
     client = login_as("investigator")
     url = f"/trial/orders/{order.id}"
     assert client.post_form(f"{url}/cancel", {"reason": ""}, token_from=url).status_code == 302

@@ -1,0 +1,700 @@
+"""Chain-of-custody services: custody events, allocation, thaw, scans, dispensing checks and
+dispensing. Services are the only writers; every state change of a vial is an append-only
+custody event written in the same unit of work as the change."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, Sequence
+
+from flask import current_app
+from flask_babel import gettext as _
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from labsys.audit.services import Actor, chain_head, record_event_now, unit_of_work
+from labsys.auth.models import SignatureMeaning, User
+from labsys.auth.roles import Permission, Role
+from labsys.auth.services import actor_of, find_user, password_matches, register_failure
+from labsys.auth.signatures import SignatureCheck, sign
+from labsys.batches.models import Batch, Vial, VialEvent
+from labsys.batches.states import IN_STORAGE_STATES, BatchStatus, VialStatus, check_vial_transition
+from labsys.batches.vials import custody_events, find_vial, record_custody_event
+from labsys.chain_of_custody import rules
+from labsys.chain_of_custody.models import (TEMPERATURE_EVENTS, WITNESSED_EVENTS, AllocationStatus,
+                                            CustodyAllocation, CustodyEventType, Dispensing)
+from labsys.db import utcnow
+from labsys.documents import codec
+from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation, SignatureRefused
+from labsys.extensions import db
+from labsys.release.selection import is_selected_for_trial
+from labsys.trial import rules as trial_rules
+from labsys.trial.models import InfusionOrder, OrderStatus, Patient
+from labsys.trial.services import arm_of, find_patient
+
+KIT_PATTERN = re.compile(r"^(?P<study>[0-9A-Z][0-9A-Z-]*)-(?P<kit>K-[0-9]{6})$")
+MAX_VIALS_PER_SCAN = 50
+
+
+def hold_minutes() -> int:
+    return int(current_app.config.get("THAW_HOLD_MINUTES", 60))
+
+
+def require_role(user: User, *roles: Role) -> None:
+    if not any(user.has_role(role) for role in roles):
+        raise Forbidden(_("Your role may not do this."))
+
+
+# ---------------------------------------------------------------- custody events
+def custody_event(actor: Actor, vial: Vial, event_type: CustodyEventType | str, new_status: VialStatus | None = None,
+                  *, witness: User | None = None, temperature_c: Decimal | None = None,
+                  from_location: str | None = None, to_location: str | None = None, note: str | None = None,
+                  order: InfusionOrder | None = None, at: dt.datetime | None = None) -> VialEvent:
+    """Append one custody event and, when ``new_status`` is given, move the vial there in the
+    same flush. Must run inside the caller's unit of work. The vial UPDATE is conditional on the
+    vial's version, so two people acting on the same vial at once cannot both succeed."""
+    event_type = CustodyEventType(event_type)
+    if event_type in WITNESSED_EVENTS and witness is None:
+        raise RuleViolation(_("A %(e)s event needs a witness.", e=event_type.value))
+    if witness is not None and witness.id == actor.user_id:
+        raise RuleViolation(_("The witness must be a different person."))
+    if temperature_c is not None and event_type not in TEMPERATURE_EVENTS:
+        raise RuleViolation(_("No temperature is recorded for a %(e)s event.", e=event_type.value))
+    before = vial.location
+    if new_status is not None:
+        new_status = VialStatus(new_status)
+        check_vial_transition(VialStatus(vial.status), new_status)
+        vial.status = new_status
+        if new_status not in IN_STORAGE_STATES and vial.box_id is not None:
+            vial.box_id = vial.row = vial.column = None
+            vial.box = None
+    order_id = order.id if order is not None else None
+    witness_id, witness_name = (witness.id, witness.full_name) if witness is not None else (None, None)
+    with db.session.no_autoflush:  # the event is complete before it is flushed (append-only)
+        event = record_custody_event(actor, vial, event_type.value, from_location=from_location or before,
+                                     to_location=to_location if to_location is not None else vial.location, note=note)
+        if at is not None:
+            event.at = at
+        event.witness_id, event.witness_name = witness_id, witness_name
+        event.temperature_c = temperature_c
+        event.order_id = order_id
+    return event
+
+
+def timeline(vial: Vial) -> list[VialEvent]:
+    return custody_events(vial)
+
+
+def thawed_at(vial: Vial) -> dt.datetime | None:
+    at = db.session.scalar(select(VialEvent.at).where(VialEvent.vial_id == vial.id,
+                                                       VialEvent.event_type == CustodyEventType.THAWED.value)
+                           .order_by(VialEvent.at.desc(), VialEvent.id.desc()).limit(1))
+    return at
+
+
+def use_by(vial: Vial) -> dt.datetime | None:
+    at = thawed_at(vial)
+    return None if at is None else at + dt.timedelta(minutes=hold_minutes())
+
+
+def _stale(message: str):
+    return ConcurrentChange(message)
+
+
+# ---------------------------------------------------------------- allocation
+def active_allocations(order: InfusionOrder) -> list[CustodyAllocation]:
+    return list(db.session.scalars(select(CustodyAllocation).where(
+        CustodyAllocation.order_id == order.id, CustodyAllocation.status == AllocationStatus.ACTIVE)
+        .order_by(CustodyAllocation.id)))
+
+
+def allocations_of(order: InfusionOrder) -> list[CustodyAllocation]:
+    return list(db.session.scalars(select(CustodyAllocation).where(CustodyAllocation.order_id == order.id)
+                                   .order_by(CustodyAllocation.id)))
+
+
+def allocation_of_vial(vial: Vial) -> CustodyAllocation | None:
+    return db.session.scalar(select(CustodyAllocation).where(
+        CustodyAllocation.vial_id == vial.id,
+        CustodyAllocation.status.in_([AllocationStatus.ACTIVE, AllocationStatus.DISPENSED]))
+        .order_by(CustodyAllocation.id.desc()).limit(1))
+
+
+def lot_usable(batch: Batch) -> bool:
+    return BatchStatus(batch.status) == BatchStatus.RELEASED and is_selected_for_trial(batch)
+
+
+@dataclass
+class Proposal:
+    lot: Batch | None
+    vials: list[Vial]
+    vials_needed: int
+    delivered_cells: int
+    target_cells: int
+    reasons: list[str]
+
+
+def propose_vials(order: InfusionOrder, today: dt.date | None = None) -> Proposal:
+    """The vials to allocate for an order: released, trial-selected lots only, first expiry first,
+    the fewest vials that meet the dose (all from one lot, so the dose and lot release are one)."""
+    today = today or utcnow().date()
+    trial = order.patient.trial
+    candidates = list(db.session.scalars(
+        select(Vial).join(Batch, Vial.batch_id == Batch.id)
+        .where(Vial.status == VialStatus.AVAILABLE, Batch.status == BatchStatus.RELEASED, Vial.expiry_date > today)
+        .order_by(Vial.expiry_date, Vial.identifier)))
+    by_lot: dict[int, list[Vial]] = {}
+    for vial in candidates:
+        if lot_usable(vial.batch):
+            by_lot.setdefault(vial.batch_id, []).append(vial)
+    reasons: list[str] = []
+    options = []
+    for lot_vials in by_lot.values():
+        per_vial = lot_vials[0].viable_cells
+        needed = trial_rules.vials_needed(order.target_cells, per_vial, None)
+        delivered = needed * per_vial
+        dose = trial_rules.check_dose(order.target_cells, delivered, trial.dose_tolerance, trial.max_dose_cells)
+        if needed > len(lot_vials):
+            reasons.append(_("Lot %(lot)s has %(n)d vials in stock; %(m)d are needed.",
+                             lot=lot_vials[0].batch.identifier, n=len(lot_vials), m=needed))
+            continue
+        if not dose.passed:
+            reasons.extend(dose.reasons)
+            continue
+        options.append((min(v.expiry_date for v in lot_vials[:needed]), needed, lot_vials[0].batch.identifier,
+                        lot_vials[:needed], delivered))
+    if not options:
+        if not by_lot:
+            reasons.append(_("No released lot selected for the trial has vials in stock."))
+        return Proposal(None, [], 0, 0, order.target_cells, reasons)
+    options.sort(key=lambda o: (o[0], o[1], o[2]))
+    expiry, needed, _lot, vials, delivered = options[0]
+    return Proposal(vials[0].batch, vials, needed, delivered, order.target_cells, [])
+
+
+def _require_order_for_cells(user: User, order: InfusionOrder) -> Patient:
+    require_role(user, Role.PHARMACIST)
+    if not user.can(Permission.UNBLINDED):
+        raise Forbidden(_("Only the unblinded pharmacist allocates vials."))
+    patient = order.patient
+    if order.status != OrderStatus.OPEN:
+        raise InvalidTransition(_("The order is %(s)s, not open.", s=OrderStatus(order.status).value))
+    if arm_of(patient) != trial_rules.ARM_MSC:
+        raise RuleViolation(_("Kit %(kit)s is not assigned the cell product: no vials are allocated.",
+                              kit=patient.kit_number))
+    return patient
+
+
+def allocate(user: User, order: InfusionOrder, vial_identifiers: Sequence[str]) -> list[CustodyAllocation]:
+    """Allocate the confirmed vials to the order's kit: each vial must be available, from a
+    released lot selected for the trial, in date; together they must meet the dose."""
+    patient = _require_order_for_cells(user, order)
+    if active_allocations(order):
+        raise RuleViolation(_("Vials are already allocated to this order; cancel them first."))
+    reasons = []
+    vials: list[Vial] = []
+    seen = set()
+    for identifier in vial_identifiers:
+        vial = find_vial(identifier or "")
+        if vial is None:
+            reasons.append(_("Vial %(v)s is not in labsys.", v=identifier))
+            continue
+        if vial.id in seen:
+            reasons.append(_("Vial %(v)s is listed twice.", v=vial.identifier))
+            continue
+        seen.add(vial.id)
+        if VialStatus(vial.status) != VialStatus.AVAILABLE:
+            reasons.append(_("Vial %(v)s is %(s)s, not available.", v=vial.identifier, s=VialStatus(vial.status).value))
+        if not lot_usable(vial.batch):
+            reasons.append(_("Lot %(lot)s is not released and selected for the trial.", lot=vial.batch.identifier))
+        if vial.expiry_date <= utcnow().date():
+            reasons.append(_("Vial %(v)s is expired.", v=vial.identifier))
+        vials.append(vial)
+    if not vial_identifiers:
+        reasons.append(_("Choose at least one vial."))
+    if vials and not reasons:
+        trial = patient.trial
+        delivered = sum(v.viable_cells for v in vials)
+        dose = trial_rules.check_dose(order.target_cells, delivered, trial.dose_tolerance, trial.max_dose_cells)
+        reasons.extend(dose.reasons)
+    if reasons:
+        raise RuleViolation(_("Nothing was allocated."), reasons, field="vials")
+    actor = actor_of(user)
+    try:
+        with unit_of_work(actor, "custody.allocate"):
+            allocations = []
+            for vial in vials:
+                custody_event(actor, vial, CustodyEventType.ALLOCATED, VialStatus.ALLOCATED, order=order,
+                              note=f"allocated to kit {patient.kit_number}")
+                allocation = CustodyAllocation(order_id=order.id, vial_id=vial.id, kit_number=patient.kit_number,
+                                               status=AllocationStatus.ACTIVE, allocated_at=utcnow(),
+                                               allocated_by_id=user.id)
+                db.session.add(allocation)
+                allocations.append(allocation)
+    except StaleDataError:
+        raise _stale(_("A vial changed meanwhile; nothing was allocated. Reload and try again."))
+    return allocations
+
+
+def cancel_allocation(user: User, order: InfusionOrder, reason: str) -> list[CustodyAllocation]:
+    """Cancel the order's allocation: allocated vials go back to available (a custody event each).
+    A thawed vial cannot go back to stock."""
+    require_role(user, Role.PHARMACIST)
+    allocations = active_allocations(order)
+    if not allocations:
+        raise RuleViolation(_("No vials are allocated to this order."))
+    thawed = [a.vial.identifier for a in allocations if VialStatus(a.vial.status) != VialStatus.ALLOCATED]
+    if thawed:
+        raise RuleViolation(_("Thawed vials cannot go back to stock: %(v)s. Destroy them instead.",
+                              v=", ".join(thawed)))
+    actor = actor_of(user)
+    try:
+        with unit_of_work(actor, "custody.allocation_cancel", reason, reason_required=True):
+            for allocation in allocations:
+                custody_event(actor, allocation.vial, CustodyEventType.RETURNED, VialStatus.AVAILABLE, order=order,
+                              note=reason.strip())
+                allocation.status = AllocationStatus.CANCELLED
+                allocation.ended_at, allocation.ended_by_id = utcnow(), user.id
+    except StaleDataError:
+        raise _stale(_("A vial changed meanwhile; reload and try again."))
+    return allocations
+
+
+# ---------------------------------------------------------------- thaw
+def thaw(user: User, vial: Vial, temperature_c: Decimal | None = None, note: str | None = None) -> VialEvent:
+    """Record the thaw of an allocated vial; its use-by is thaw time + the hold time."""
+    require_role(user, Role.PHARMACIST)
+    if VialStatus(vial.status) != VialStatus.ALLOCATED or allocation_of_vial(vial) is None:
+        raise InvalidTransition(_("Only a vial allocated to a kit is thawed; %(v)s is %(s)s.",
+                                  v=vial.identifier, s=VialStatus(vial.status).value))
+    actor = actor_of(user)
+    try:
+        with unit_of_work(actor, "custody.thaw"):
+            order = db.session.get(InfusionOrder, allocation_of_vial(vial).order_id)
+            event = custody_event(actor, vial, CustodyEventType.THAWED, VialStatus.THAWED,
+                                  temperature_c=temperature_c, order=order, to_location="pharmacy",
+                                  note=(note or "").strip() or None)
+    except StaleDataError:
+        raise _stale(_("The vial changed meanwhile; reload it."))
+    return event
+
+
+def parse_temperature(text: str | None) -> Decimal | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise RuleViolation(_("Enter the temperature as a number in °C."), field="temperature_c")
+    if not value.is_finite() or not Decimal("-200") <= value <= Decimal("60"):
+        raise RuleViolation(_("The temperature must be between -200 and 60 °C."), field="temperature_c")
+    return value
+
+
+# ---------------------------------------------------------------- scans
+def patient_payload(patient: Patient) -> str:
+    return codec.encode("patient", f"{patient.study_id}-{patient.kit_number}")
+
+
+def vial_payload(vial: Vial) -> str:
+    return codec.encode("vial", vial.identifier)
+
+
+def dispensing_payload(dispensing: Dispensing) -> str:
+    return codec.encode("certificate", dispensing.number)
+
+
+def patient_from_identifier(identifier: str | None) -> Patient | None:
+    match = KIT_PATTERN.match(identifier or "")
+    if not match:
+        return None
+    patient = find_patient(kit_number=match.group("kit"))
+    if patient is None or patient.study_id != match.group("study"):
+        return None
+    return patient
+
+
+def order_for_patient(patient: Patient) -> InfusionOrder | None:
+    from labsys.trial.orders import active_order
+
+    return active_order(patient)
+
+
+def scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None]:
+    verdict = codec.verify(payload)
+    if not verdict.valid:
+        return rules.ScannedPatient(False, verdict.reason), None
+    if verdict.kind != "patient":
+        return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None
+    patient = patient_from_identifier(verdict.identifier)
+    if patient is None:
+        return rules.ScannedPatient(True, found=False), None
+    order = order_for_patient(patient)
+    return rules.ScannedPatient(True, found=True, study_id=patient.study_id, kit_number=patient.kit_number,
+                                randomized=patient.randomized, arm=arm_of(patient),
+                                weight_kg=order.weight_kg if order else patient.weight_kg), patient
+
+
+def _endotoxin_of(batch: Batch) -> Decimal | None:
+    """The lot's verified endotoxin result (EU/mL), from the release feature's QC results."""
+    try:
+        from labsys.release.results import current_result
+    except ImportError:
+        return None
+    result = current_result(batch, "ENDOTOXIN")
+    if result is None or getattr(result, "pending", False):
+        return None
+    value = getattr(result, "numeric_value", None)
+    return None if value is None else Decimal(str(value))
+
+
+def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, Vial | None]:
+    text = payload if isinstance(payload, str) else ""
+    verdict = codec.verify(payload)
+    if not verdict.valid:
+        return rules.ScannedVial(text[:60], False, verdict.reason), None
+    if verdict.kind != "vial":
+        return rules.ScannedVial(text[:60], False, _("this is a %(k)s code, not a vial", k=verdict.kind),
+                                 identifier=verdict.identifier), None
+    vial = find_vial(verdict.identifier)
+    if vial is None:
+        return rules.ScannedVial(text, True, found=False, identifier=verdict.identifier), None
+    allocation = allocation_of_vial(vial)
+    batch = vial.batch
+    expires = dt.datetime.combine(vial.expiry_date, dt.time(0, 0), tzinfo=dt.timezone.utc)
+    return rules.ScannedVial(
+        text, True, found=True, identifier=vial.identifier, status=VialStatus(vial.status).value,
+        allocated_kit=allocation.kit_number if allocation else None, lot_identifier=batch.identifier,
+        lot_status=BatchStatus(batch.status).value, lot_selected=is_selected_for_trial(batch) or (
+            BatchStatus(batch.status) == BatchStatus.RELEASED_PENDING and _selected_row(batch)),
+        expires_at=expires, thawed_at=thawed_at(vial), viable_cells=vial.viable_cells, volume_ml=vial.volume_ml,
+        endotoxin_eu_per_ml=_endotoxin_of(batch)), vial
+
+
+def _selected_row(batch: Batch) -> bool:
+    from labsys.release.selection import selection_of
+
+    return selection_of(batch) is not None
+
+
+def settings_for(patient: Patient | None) -> rules.DispenseSettings:
+    if patient is None:
+        return rules.DispenseSettings(hold_minutes=hold_minutes())
+    trial = patient.trial
+    return rules.DispenseSettings(dose_cells_per_kg=trial.dose_cells_per_kg, dose_tolerance=trial.dose_tolerance,
+                                  max_cells=trial.max_dose_cells, hold_minutes=hold_minutes(),
+                                  endotoxin_limit_eu_per_kg=trial.endotoxin_limit_eu_per_kg)
+
+
+@dataclass
+class CheckOutcome:
+    checks: list[rules.Check]
+    patient: Patient | None
+    vials: list[Vial]
+    scanned_patient: rules.ScannedPatient
+    scanned_vials: list[rules.ScannedVial]
+
+    @property
+    def ok(self) -> bool:
+        return rules.all_passed(self.checks)
+
+    def dose_summary(self) -> dict:
+        target = next((c for c in self.checks if c.rule == "dose_within_tolerance"), None)
+        return {"vials": len(self.vials), "delivered_cells": sum(v.viable_cells for v in self.vials),
+                "target_cells": (trial_rules.target_cells(self.patient.trial.dose_cells_per_kg,
+                                                          self.scanned_patient.weight_kg)
+                                 if self.patient is not None and self.scanned_patient.weight_kg else None),
+                "message": target.message if target else None}
+
+
+def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User | None = None,
+             witness: User | None = None, require_witness: bool = False,
+             now: dt.datetime | None = None) -> CheckOutcome:
+    """Every dispensing check for these scans; writes nothing."""
+    now = now or utcnow()
+    scanned_patient, patient = scan_patient(patient_code)
+    scanned, vials = [], []
+    for code in list(vial_codes)[:MAX_VIALS_PER_SCAN]:
+        item, vial = scan_vial(code, now)
+        scanned.append(item)
+        if vial is not None:
+            vials.append(vial)
+    checks = rules.dispensing_checks(scanned_patient, scanned, settings_for(patient), now,
+                                     dispenser_id=dispenser.id if dispenser else None,
+                                     witness_id=witness.id if witness else None, require_witness=require_witness)
+    if patient is not None:
+        order = order_for_patient(patient)
+        has_order = order is not None and OrderStatus(order.status) == OrderStatus.OPEN
+        checks.insert(min(3, len(checks)), rules.Check(
+            "order_open", has_order,
+            _("Kit %(kit)s has an open infusion order.", kit=patient.kit_number) if has_order else
+            _("Kit %(kit)s has no open infusion order.", kit=patient.kit_number)))
+    return CheckOutcome(checks, patient, vials, scanned_patient, scanned)
+
+
+# ---------------------------------------------------------------- witness and dispensing
+def authenticate_witness(current_user: User, username: str, password: str,
+                         comment: str | None = None) -> SignatureCheck:
+    """Re-authenticate the WITNESS (a second person at the same screen): their own user ID and
+    password, not the signed-in user's. A wrong password counts toward the witness's lockout."""
+    username = (username or "").strip().lower()
+    witness = find_user(username) if username else None
+    if witness is None:
+        raise SignatureRefused(_("The witness signature was refused."), [_("Unknown witness user ID or wrong password.")])
+    if witness.id == current_user.id:
+        raise SignatureRefused(_("The witness signature was refused."),
+                               [_("The witness must be a different person from the one dispensing.")])
+    if not witness.can(Permission.SIGN):
+        raise SignatureRefused(_("The witness signature was refused."), [_("The witness's role cannot sign.")])
+    if witness.is_locked or not witness.active:
+        raise SignatureRefused(_("The witness signature was refused."), [_("The witness's account cannot sign.")])
+    if not password_matches(witness, password or ""):
+        locked = register_failure(witness, "signature.failed")
+        reasons = [_("Unknown witness user ID or wrong password.")]
+        if locked:
+            reasons.append(_("The witness's account is now locked after too many failed attempts."))
+        raise SignatureRefused(_("The witness signature was refused."), reasons)
+    return SignatureCheck(witness, SignatureMeaning.WITNESSED, comment)
+
+
+def record_refusal(user: User, outcome: CheckOutcome, action: str = "custody.dispense_refused") -> None:
+    failed = [c.as_dict() for c in outcome.checks if not c.passed]
+    record_event_now(actor_of(user), action, "custody_dispensings", None,
+                     {"kit_number": outcome.scanned_patient.kit_number,
+                      "vials": [v.identifier for v in outcome.scanned_vials],
+                      "failed": [{"rule": c["rule"], "message": c["message"]} for c in failed]})
+
+
+def _next_number() -> str:
+    year = utcnow().year
+    count = db.session.scalar(select(db.func.count(Dispensing.id))) or 0
+    return f"DSP-{year}-{count + 1:05d}"
+
+
+def dispense(user: User, dispenser_check: SignatureCheck, witness_check: SignatureCheck, patient_code: object,
+             vial_codes: Sequence[object], now: dt.datetime | None = None) -> Dispensing:
+    """Dispense the scanned vials to the patient: every check must pass (else the refusal is
+    audited and nothing is written). All vials move to dispensed in one unit of work; each vial
+    UPDATE is conditional on its version, so a vial is never dispensed twice."""
+    require_role(user, Role.PHARMACIST)
+    if dispenser_check.signer.id != user.id or dispenser_check.meaning != SignatureMeaning.DISPENSED:
+        raise RuleViolation(_("The pharmacist signs the dispensing (meaning: dispensed)."))
+    if witness_check.meaning != SignatureMeaning.WITNESSED:
+        raise RuleViolation(_("The witness signs with the meaning 'witnessed'."))
+    outcome = evaluate(patient_code, vial_codes, user, witness_check.signer, require_witness=True, now=now)
+    if not outcome.ok:
+        record_refusal(user, outcome)
+        raise RuleViolation(_("Not dispensed: a check failed."),
+                            [c.message for c in outcome.checks if not c.passed], field="vials")
+    patient = outcome.patient
+    order = order_for_patient(patient)
+    actor = actor_of(user)
+    witness = witness_check.signer
+    try:
+        with unit_of_work(actor, "custody.dispense"), db.session.no_autoflush:
+            for vial in outcome.vials:
+                db.session.refresh(vial)
+            moved = []
+            for vial in outcome.vials:
+                if VialStatus(vial.status) != VialStatus.THAWED:
+                    raise ConcurrentChange(_("Vial %(v)s is %(s)s now; nothing was dispensed.",
+                                             v=vial.identifier, s=VialStatus(vial.status).value))
+                custody_event(actor, vial, CustodyEventType.DISPENSED, VialStatus.DISPENSED, witness=witness,
+                              order=order, to_location=f"kit {patient.kit_number}",
+                              note=f"dispensed to {patient.study_id} / {patient.kit_number}")
+                moved.append(vial)
+            for allocation in active_allocations(order):
+                allocation.status = AllocationStatus.DISPENSED
+                allocation.ended_at, allocation.ended_by_id = utcnow(), user.id
+            db.session.flush()
+            delivered = sum(v.viable_cells for v in moved)
+            dispensing = Dispensing(
+                number=_next_number(), order_id=order.id, patient_id=patient.id, study_id=patient.study_id,
+                kit_number=patient.kit_number, dispensed_at=utcnow(), dispenser_id=user.id, witness_id=witness.id,
+                vial_identifiers=",".join(v.identifier for v in moved), delivered_cells=delivered,
+                target_cells=order.target_cells, weight_kg=order.weight_kg,
+                checks_json=json.dumps([c.as_dict() for c in outcome.checks], ensure_ascii=False),
+                chain_head_hash=chain_head(db.session))
+            db.session.add(dispensing)
+            _prepare_order(user, order, moved)
+            db.session.flush()
+            sign(dispenser_check, dispensing)
+            sign(witness_check, dispensing)
+    except StaleDataError:
+        raise ConcurrentChange(_("A vial was dispensed or changed at the same moment; nothing was dispensed."))
+    return dispensing
+
+
+def _prepare_order(user: User, order: InfusionOrder, vials: Sequence[Vial]) -> None:
+    """Record on the trial's order what was prepared (sealed, as the trial feature keeps it), and
+    move it to prepared, inside the dispensing's unit of work."""
+    from labsys.trial import orders as trial_orders
+
+    lot = vials[0].batch
+    per_vial = vials[0].viable_cells
+    endotoxin = _endotoxin_of(lot)
+    delivered = sum(v.viable_cells for v in vials)
+    trial = order.patient.trial
+    dose = trial_rules.check_dose(order.target_cells, delivered, trial.dose_tolerance, trial.max_dose_cells)
+    volume = sum((v.volume_ml for v in vials), Decimal(0))
+    eu_per_kg = (trial_rules.endotoxin_eu_per_kg(endotoxin, volume, order.weight_kg) if endotoxin is not None else None)
+    order.preparation_sealed = trial_orders._seal_preparation(order, trial_orders.Preparation(
+        kind=trial_orders.CELLS, lot_identifier=lot.identifier, vial_identifiers=[v.identifier for v in vials],
+        viable_cells_per_vial=per_vial, post_thaw_viability=None, vials_needed=len(vials),
+        delivered_cells=delivered, dose_ratio=dose.ratio, endotoxin_eu_per_ml=endotoxin,
+        endotoxin_eu_per_kg=eu_per_kg))
+    order.prepared_by_id, order.prepared_at = user.id, utcnow()
+    order.volume_ml = volume
+    trial_orders._move(order, OrderStatus.PREPARED)
+
+
+def dispensing_of_order(order: InfusionOrder) -> Dispensing | None:
+    return db.session.scalar(select(Dispensing).where(Dispensing.order_id == order.id))
+
+
+def get_dispensing(dispensing_id: int) -> Dispensing:
+    dispensing = db.session.get(Dispensing, dispensing_id)
+    if dispensing is None:
+        raise NotFound(_("No such dispensing."))
+    return dispensing
+
+
+def find_dispensing(number: str) -> Dispensing | None:
+    return db.session.scalar(select(Dispensing).where(Dispensing.number == (number or "").strip().upper()))
+
+
+def vials_of_dispensing(dispensing: Dispensing) -> list[Vial]:
+    return [v for v in (find_vial(i) for i in dispensing.vial_list) if v is not None]
+
+
+def dispensings() -> list[Dispensing]:
+    return list(db.session.scalars(select(Dispensing).order_by(Dispensing.id.desc())))
+
+
+def patients_of_vials(vials: Iterable[Vial]) -> dict[int, str]:
+    """For the release feature's recall page: vial id → study ID it was dispensed to."""
+    ids = [v.id for v in vials]
+    if not ids:
+        return {}
+    rows = db.session.execute(select(CustodyAllocation.vial_id, CustodyAllocation.order_id).where(
+        CustodyAllocation.vial_id.in_(ids), CustodyAllocation.status == AllocationStatus.DISPENSED)).all()
+    found = {}
+    for vial_id, order_id in rows:
+        order = db.session.get(InfusionOrder, order_id)
+        if order is not None:
+            found[vial_id] = order.patient.study_id
+    return found
+
+
+def thawed_vials() -> list[Vial]:
+    """Thawed vials waiting to be dispensed, oldest thaw first (the dispense page's countdowns)."""
+    vials = list(db.session.scalars(select(Vial).where(Vial.status == VialStatus.THAWED).order_by(Vial.identifier)))
+    return sorted(vials, key=lambda v: thawed_at(v) or utcnow())
+
+
+ARM_REVEALING_RULES = ("patient_receives_product",)
+
+
+def checks_of(dispensing: Dispensing, viewer: User | None = None) -> list[dict]:
+    """The checks recorded at dispensing; for a viewer who may not see arms, the check naming
+    the kit's treatment is left out."""
+    from labsys.trial.masking import may_see_arm
+
+    checks = list(json.loads(dispensing.checks_json))
+    patient = db.session.get(Patient, dispensing.patient_id)
+    if viewer is None or not may_see_arm(viewer, patient.trial):
+        checks = [c for c in checks if c["rule"] not in ARM_REVEALING_RULES]
+    return checks
+
+
+# ---------------------------------------------------------------- administration
+def administration_of(dispensing: Dispensing):
+    from labsys.chain_of_custody.models import Administration
+
+    return db.session.scalar(select(Administration).where(Administration.dispensing_id == dispensing.id))
+
+
+def administer(user: User, dispensing: Dispensing, check: SignatureCheck, wristband_code: str | None,
+               vial_codes: Sequence[str], infusion_start: dt.datetime | None, infusion_stop: dt.datetime | None,
+               override_reason: str | None = None, now: dt.datetime | None = None):
+    """Record the bedside administration: the wristband and every vial scanned (or an override
+    reason when a scan is impossible; a scan that names another patient or vial is always
+    refused), infusion start and stop, the investigator's signature (administered). The vials
+    move to administered and the trial order to administered in one unit of work."""
+    from labsys.chain_of_custody.models import Administration
+    from labsys.trial import orders as trial_orders
+
+    require_role(user, Role.INVESTIGATOR)
+    if check.signer.id != user.id or check.meaning != SignatureMeaning.ADMINISTERED:
+        raise RuleViolation(_("The administering investigator signs (meaning: administered)."))
+    now = now or utcnow()
+    override = (override_reason or "").strip() or None
+    problems: list[tuple[str, str]] = []
+    if administration_of(dispensing) is not None:
+        raise InvalidTransition(_("This dispensing is already administered."))
+    patient = db.session.get(Patient, dispensing.patient_id)
+    wristband_ok = False
+    if wristband_code and wristband_code.strip():
+        scanned, found = scan_patient(wristband_code.strip())
+        if found is None or found.id != patient.id:
+            problems.append(("wristband", _("The wristband does not belong to kit %(kit)s: do not administer.",
+                                            kit=dispensing.kit_number)))
+        else:
+            wristband_ok = True
+    expected = set(dispensing.vial_list)
+    seen = set()
+    for code in [c for c in vial_codes if c and c.strip()]:
+        item, vial = scan_vial(code.strip(), now)
+        if vial is None or vial.identifier not in expected:
+            problems.append(("vials", _("%(v)s is not a vial of dispensing %(n)s: do not administer.",
+                                        v=item.identifier or _("unreadable code"), n=dispensing.number)))
+        else:
+            seen.add(vial.identifier)
+    product_ok = seen == expected
+    if not (wristband_ok and product_ok) and not override:
+        missing = sorted(expected - seen)
+        if not wristband_ok:
+            problems.append(("override_reason", _("Scan the wristband or record why it cannot be scanned.")))
+        if missing:
+            problems.append(("override_reason", _("Not scanned: %(v)s. Scan them or record an override reason.",
+                                                  v=", ".join(missing))))
+    if infusion_start is None:
+        problems.append(("infusion_start", _("Enter the infusion start time.")))
+    if infusion_stop is None:
+        problems.append(("infusion_stop", _("Enter the infusion stop time.")))
+    if infusion_start and infusion_stop:
+        if infusion_stop < infusion_start:
+            problems.append(("infusion_stop", _("The infusion stops before it starts.")))
+        if infusion_stop > now + dt.timedelta(minutes=1):
+            problems.append(("infusion_stop", _("The infusion stop time is in the future.")))
+        if infusion_start < dispensing.dispensed_at.replace(second=0, microsecond=0):
+            problems.append(("infusion_start", _("The infusion starts before the product was dispensed.")))
+    if problems:
+        error = RuleViolation(_("The administration was not recorded."), [m for _f, m in problems],
+                              field=problems[0][0])
+        error.problems = problems  # type: ignore[attr-defined]
+        raise error
+    actor = actor_of(user)
+    order = db.session.get(InfusionOrder, dispensing.order_id)
+    try:
+        with unit_of_work(actor, "custody.administer", override), db.session.no_autoflush:
+            for vial in vials_of_dispensing(dispensing):
+                custody_event(actor, vial, CustodyEventType.ADMINISTERED, VialStatus.ADMINISTERED, order=order,
+                              from_location=f"kit {dispensing.kit_number}", to_location="patient",
+                              note=override)
+            administration = Administration(dispensing_id=dispensing.id, administered_by_id=user.id,
+                                            infusion_start=infusion_start, infusion_stop=infusion_stop,
+                                            wristband_scanned=wristband_ok, product_scanned=product_ok,
+                                            override_reason=override, recorded_at=utcnow())
+            db.session.add(administration)
+            if order is not None and OrderStatus(order.status) == OrderStatus.PREPARED:
+                order.administered_by_id, order.administered_at = user.id, infusion_start
+                trial_orders._move(order, OrderStatus.ADMINISTERED)
+            db.session.flush()
+            sign(check, administration)
+    except StaleDataError:
+        raise ConcurrentChange(_("The vials or the order changed meanwhile; reload and try again."))
+    return administration
