@@ -17,6 +17,7 @@ FEATURES = [
     "labsys.auth",
     "labsys.main",
     "labsys.batches",
+    "labsys.potency",
     "labsys.release",
     "labsys.trial",
     "labsys.chain_of_custody",
