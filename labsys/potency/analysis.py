@@ -249,8 +249,9 @@ def _seeded_labels(
         for dc in (-1, 0, 1):
             if dr or dc:
                 is_peak &= values >= flat_seed[row_starts[dr] + col_shifts[dc]]
+    peak_index = inside[is_peak]
     peaks = np.zeros(grown.shape, dtype=bool)
-    peaks.ravel()[inside[is_peak]] = True
+    peaks.ravel()[peak_index] = True
     markers, _ = ndi.label(peaks, structure=np.ones((3, 3)))
 
     if labelled_parts is None:
@@ -258,20 +259,24 @@ def _seeded_labels(
         boxes = _boxes(parts)
     else:
         parts, part_count, boxes = labelled_parts
-    seeds_per_part = np.bincount(parts[peaks], minlength=part_count + 1)
+    # Everything below looks at the grown pixels only (`inside`), not at the whole field.
+    part_at = parts.ravel()[inside]
+    in_mask = mask.ravel()[inside]
+    peak_part = parts.ravel()[peak_index]
+    seeds_per_part = np.bincount(peak_part, minlength=part_count + 1)
     # A part too small to hold two pieces of min_area_px would be merged back into one region.
-    part_area = np.bincount(parts[mask], minlength=part_count + 1)
+    part_area = np.bincount(part_at[in_mask], minlength=part_count + 1)
     multi = (seeds_per_part >= 2) & (part_area >= 2 * min_area_px)
     multi[0] = False
     # One region per part (its first seed's label) unless the part is flooded below.
     seed_of_part = np.zeros(part_count + 1, dtype=np.int32)
-    seed_of_part[parts[peaks][::-1]] = markers[peaks][::-1]
-    regions = seed_of_part[parts]
+    seed_of_part[peak_part[::-1]] = markers.ravel()[peak_index][::-1]
+    regions = np.zeros(grown.shape, dtype=np.int32)
+    regions.ravel()[inside] = seed_of_part[part_at]
     if multi.any():
         pixels = _flood_parts(regions, seed_image, markers, parts, np.flatnonzero(multi), boxes, inside)
         regions = _merge_regions(regions, seed_image, mask, prominence, min_area_px, pixels)
-    regions = regions.astype(np.int32, copy=False)
-    regions[~mask] = 0
+    regions.ravel()[inside[~in_mask]] = 0
     return regions
 
 

@@ -73,12 +73,14 @@ def _merge_regions(
     neighbour, and a region with fewer than `min_area_px` mask pixels joins the neighbour it
     shares its highest saddle with. Vectorised over the region adjacency edges; repeated until
     nothing changes (a few rounds). `pixels` (flat indices) limits the work to the pixels of the
-    regions that may merge; by default every pixel is looked at."""
+    regions that may merge, and those pixels are then relabelled in place in `regions`; by
+    default every pixel is looked at and a new label image returned."""
     count = int(regions.max())
     if count < 2:
         return regions
     rows_n, cols_n = regions.shape
     flat_regions, flat_seed, flat_mask = regions.ravel(), seed_image.ravel(), mask.ravel()
+    restricted = pixels is not None
     if pixels is None:
         pixels = np.flatnonzero(flat_regions)
     own = flat_regions[pixels]
@@ -141,6 +143,10 @@ def _merge_regions(
         np.maximum.at(merged_peak, step_parent, peak)
         peak = merged_peak
         area = np.bincount(step_parent, weights=area, minlength=count + 1)
+    if restricted:
+        # Only the given pixels' regions can have merged: relabel them in place.
+        flat_regions[pixels] = parent[own]
+        return regions
     return parent[regions].astype(regions.dtype, copy=False)
 
 
