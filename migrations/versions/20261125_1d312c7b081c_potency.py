@@ -1,7 +1,7 @@
 """potency
 
 Revision ID: 1d312c7b081c
-Revises: 51a4107e6358
+Revises: f89df5cda7eb
 Create Date: 2026-11-25 12:23:25.417176
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '1d312c7b081c'
-down_revision = '51a4107e6358'
+down_revision = 'f89df5cda7eb'
 branch_labels = None
 depends_on = None
 

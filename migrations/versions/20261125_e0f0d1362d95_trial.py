@@ -1,7 +1,7 @@
 """trial
 
 Revision ID: e0f0d1362d95
-Revises: f89df5cda7eb
+Revises: 1d312c7b081c
 Create Date: 2026-11-25 12:25:47.219226
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e0f0d1362d95'
-down_revision = 'f89df5cda7eb'
+down_revision = '1d312c7b081c'
 branch_labels = None
 depends_on = None
 
