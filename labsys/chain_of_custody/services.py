@@ -541,14 +541,14 @@ def _prepare_order(user: User, order: InfusionOrder, vials: Sequence[Vial]) -> N
     dose = trial_rules.check_dose(order.target_cells, delivered, trial.dose_tolerance, trial.max_dose_cells)
     volume = sum((v.volume_ml for v in vials), Decimal(0))
     eu_per_kg = (trial_rules.endotoxin_eu_per_kg(endotoxin, volume, order.weight_kg) if endotoxin is not None else None)
-    order.preparation_sealed = trial_orders._seal_preparation(order, trial_orders.Preparation(
+    order.preparation_sealed = trial_orders.seal_preparation(order, trial_orders.Preparation(
         kind=trial_orders.CELLS, lot_identifier=lot.identifier, vial_identifiers=[v.identifier for v in vials],
         viable_cells_per_vial=per_vial, post_thaw_viability=None, vials_needed=len(vials),
         delivered_cells=delivered, dose_ratio=dose.ratio, endotoxin_eu_per_ml=endotoxin,
         endotoxin_eu_per_kg=eu_per_kg))
     order.prepared_by_id, order.prepared_at = user.id, utcnow()
     order.volume_ml = volume
-    trial_orders._move(order, OrderStatus.PREPARED)
+    trial_orders.move_order(order, OrderStatus.PREPARED)
 
 
 def dispensing_of_order(order: InfusionOrder) -> Dispensing | None:
@@ -692,7 +692,7 @@ def administer(user: User, dispensing: Dispensing, check: SignatureCheck, wristb
             db.session.add(administration)
             if order is not None and OrderStatus(order.status) == OrderStatus.PREPARED:
                 order.administered_by_id, order.administered_at = user.id, infusion_start
-                trial_orders._move(order, OrderStatus.ADMINISTERED)
+                trial_orders.move_order(order, OrderStatus.ADMINISTERED)
             db.session.flush()
             sign(check, administration)
     except StaleDataError:

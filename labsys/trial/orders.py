@@ -55,7 +55,9 @@ class Preparation:
 _DECIMALS = ("post_thaw_viability", "dose_ratio", "endotoxin_eu_per_ml", "endotoxin_eu_per_kg")
 
 
-def _seal_preparation(order: InfusionOrder, preparation: Preparation) -> str:
+def seal_preparation(order: InfusionOrder, preparation: Preparation) -> str:
+    """The sealed form of a preparation, for ``order.preparation_sealed``. Public so that the
+    custody feature can record a preparation inside its own unit of work (dispensing)."""
     return seal_record("preparation", f"order:{order.id}", asdict(preparation))
 
 
@@ -82,7 +84,8 @@ def get_order(order_id: int) -> InfusionOrder:
     return order
 
 
-def _move(order: InfusionOrder, target: OrderStatus) -> None:
+def move_order(order: InfusionOrder, target: OrderStatus) -> None:
+    """Change an order's state by the transition table; call inside the caller's unit of work."""
     if target not in ORDER_TRANSITIONS[order.status]:
         raise InvalidTransition(_("An order that is %(a)s cannot become %(b)s.",
                                   a=order.status.value, b=target.value))
@@ -141,7 +144,7 @@ def order_infusion(user: User, patient: Patient, infusion_date: dt.date | None,
 def cancel_order(user: User, order: InfusionOrder, reason: str) -> InfusionOrder:
     try:
         with unit_of_work(actor_of(user), "trial.order_cancel", reason, reason_required=True):
-            _move(order, OrderStatus.CANCELLED)
+            move_order(order, OrderStatus.CANCELLED)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
     return order
@@ -191,14 +194,14 @@ def prepare_cells(user: User, order: InfusionOrder, *, lot_identifier: str, vial
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
         with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
-            order.preparation_sealed = _seal_preparation(order, Preparation(
+            order.preparation_sealed = seal_preparation(order, Preparation(
                 kind=CELLS, lot_identifier=lot_identifier.strip(), vial_identifiers=list(vial_identifiers),
                 viable_cells_per_vial=viable_cells_per_vial, post_thaw_viability=post_thaw_viability,
                 vials_needed=vials, delivered_cells=delivered, dose_ratio=dose.ratio,
                 endotoxin_eu_per_ml=endotoxin_eu_per_ml, endotoxin_eu_per_kg=eu_per_kg))
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
             order.volume_ml = volume_ml
-            _move(order, OrderStatus.PREPARED)  # last: the table checks a prepared order is complete
+            move_order(order, OrderStatus.PREPARED)  # last: the table checks a prepared order is complete
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
@@ -224,11 +227,11 @@ def prepare_placebo(user: User, order: InfusionOrder, *, placebo_identifier: str
         raise RuleViolation(_("The preparation was refused."), reasons)
     try:
         with unit_of_work(actor_of(user), "trial.prepare"), db.session.no_autoflush:
-            order.preparation_sealed = _seal_preparation(order, Preparation(
+            order.preparation_sealed = seal_preparation(order, Preparation(
                 kind=PLACEBO, lot_identifier=placebo_identifier.strip()))
             order.prepared_by_id, order.prepared_at = user.id, utcnow()
             order.volume_ml = volume_ml
-            _move(order, OrderStatus.PREPARED)
+            move_order(order, OrderStatus.PREPARED)
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
@@ -245,7 +248,7 @@ def record_administration(user: User, order: InfusionOrder, administered_at: dt.
     try:
         with unit_of_work(actor_of(user), "trial.administer"), db.session.no_autoflush:
             order.administered_by_id, order.administered_at = user.id, administered_at
-            _move(order, OrderStatus.ADMINISTERED)
+            move_order(order, OrderStatus.ADMINISTERED)
             sign(check, order)
     except StaleDataError:
         raise ConcurrentChange(_("The order changed meanwhile; reload it."))
