@@ -19,8 +19,10 @@ run: setup
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo-data
 	@echo ""
-	@echo "labsys is serving on http://$(HOST):$(PORT)  (stop with Ctrl-C)"
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+	@echo "labsys is serving on http://$(HOST):$(PORT)  (stop with Ctrl-C); a job worker scores potency plates"
+	@$(BIN)/flask potency-jobs worker > instance/potency-worker.log 2>&1 & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 test: setup test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
