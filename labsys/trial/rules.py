@@ -6,7 +6,6 @@ rules are tested in microseconds and read as the specification. Messages go thro
 from __future__ import annotations
 
 import datetime as dt
-import math
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -224,7 +223,9 @@ def vials_needed(target: int, viable_cells_per_vial: int,
                  post_thaw_viability: Decimal | float | None = None) -> int:
     """``ceil(target ÷ viable cells per vial)``, post-thaw viability applied when given."""
     per_vial = viable_cells_after_thaw(viable_cells_per_vial, post_thaw_viability)
-    return math.ceil(target / per_vial)
+    if per_vial <= 0:
+        raise ValueError(_("A vial gives no viable cells after thaw."))
+    return -(-target // per_vial)  # integer ceiling: exact at any size
 
 
 @dataclass(frozen=True)
