@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import click
-from flask import current_app
 
 from labsys.extensions import db
 

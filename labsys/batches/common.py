@@ -7,7 +7,6 @@ from typing import Any, Iterable, Iterator
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import unit_of_work
@@ -40,17 +39,6 @@ def work(user: User, action: str, reason: str | None = None, reason_required: bo
             yield session
     except StaleDataError:
         raise ConcurrentChange(_("Someone else changed this record at the same time. Reload and try again."))
-
-
-def load(*records: Any) -> None:
-    """Load a record's expired columns before changing it, so the audit entry gets the old values.
-
-    ``unit_of_work`` starts a fresh write transaction, which expires everything read before it;
-    assigning to an expired attribute would otherwise record no previous value."""
-    for record in records:
-        expired = sa_inspect(record).expired_attributes
-        if expired:
-            getattr(record, next(iter(expired)))
 
 
 def setting(name: str) -> Any:

@@ -11,7 +11,7 @@ from labsys.auth.models import User
 from labsys.auth.roles import Role
 from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches import rules
-from labsys.batches.common import load, refuse, require_role, setting, work
+from labsys.batches.common import refuse, require_role, setting, work
 from labsys.batches.models import Cord, CordStatus, DeliveryType, Donor, Inspection
 from labsys.batches.quality import _new_deviation
 from labsys.batches.rules import Eligibility, Marker, MarkerResult, ScreeningOutcome
@@ -77,8 +77,7 @@ def update_donor(user: User, donor: Donor, reason: str | None, consent_date: dt.
     if any(c.batch is not None for c in donor.cords) and determined:
         raise refuse(_("Nothing was saved."), [("reason", _(
             "A batch was started on this determination; raise a deviation instead of changing it."))])
-    with work(user, "donor.update", reason, reason_required=determined) as _session:
-        load(donor)
+    with work(user, "donor.update", reason, reason_required=determined):
         donor.consent_date = consent_date
         donor.screening_outcome = ScreeningOutcome(screening_outcome)
         donor.specimen_date = specimen_date
@@ -101,7 +100,6 @@ def determine_eligibility(user: User, donor: Donor, check: SignatureCheck) -> Do
     if decision.outcome == Eligibility.PENDING:
         raise RuleViolation(_("Eligibility cannot be determined yet."), decision.reasons)
     with work(user, "donor.determine_eligibility") as session, session.no_autoflush:
-        load(donor)
         if donor.eligibility != Eligibility.PENDING:
             raise RuleViolation(_("Eligibility was already determined."))
         donor.eligibility_determined_by_id = user.id

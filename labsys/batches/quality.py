@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 from labsys.auth.models import User
 from labsys.auth.roles import Role
 from labsys.auth.signatures import SignatureCheck, sign
-from labsys.batches.common import load, refuse, require_role, work
+from labsys.batches.common import refuse, require_role, work
 from labsys.batches.models import Batch, Cord, Deviation, DeviationStatus, Reagent
 from labsys.batches.rules import ReagentStatus
 from labsys.db import utcnow
@@ -46,7 +46,6 @@ def set_reagent_status(user: User, reagent: Reagent, status: ReagentStatus | str
     if status == ReagentStatus.QUARANTINE or reagent.status == ReagentStatus.REJECTED or reagent.status == status:
         raise RuleViolation(_("A lot goes from quarantine to released or rejected, or from released to rejected."))
     with work(user, f"reagent.{status.value}", reason, reason_required=reagent.status == ReagentStatus.RELEASED):
-        load(reagent)
         reagent.status = status
         reagent.status_changed_by_id = user.id
     return reagent
@@ -94,7 +93,6 @@ def assess_deviation(user: User, deviation: Deviation, impact_assessment: str, c
     if problems:
         raise refuse(_("Nothing was saved."), problems)
     with work(user, "deviation.assess"):
-        load(deviation)
         deviation.impact_assessment = impact_assessment.strip()
         deviation.capa = capa.strip()
     return deviation
@@ -113,7 +111,6 @@ def close_deviation(user: User, deviation: Deviation, check: SignatureCheck) -> 
     if reasons:
         raise RuleViolation(_("The deviation cannot be closed."), reasons)
     with work(user, "deviation.close") as session, session.no_autoflush:
-        load(deviation)
         if deviation.status != DeviationStatus.OPEN:
             raise RuleViolation(_("The deviation is already closed."))
         deviation.closed_by_id = user.id

@@ -20,7 +20,7 @@ from labsys.auth.models import User
 from labsys.auth.roles import Role
 from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches import rules
-from labsys.batches.common import get_or_404, load, refuse, require_role, setting, work  # noqa: F401
+from labsys.batches.common import get_or_404, refuse, require_role, setting, work  # noqa: F401
 from labsys.batches.donors import (determine_eligibility, donor_decision, markers_of, receive_cord,  # noqa: F401
                                    register_donor, update_donor)
 from labsys.batches.models import (Batch, Cord, Fill, Passage, ProcessStep, Reagent, StepReagent, StepType,
@@ -77,7 +77,6 @@ def start_batch(user: User, cord: Cord) -> Batch:
 
 def apply_batch_transition(batch: Batch, new_status: BatchStatus) -> None:
     """Change a batch's status inside the caller's unit of work (the table refuses anything else)."""
-    load(batch)
     check_batch_transition(BatchStatus(batch.status), BatchStatus(new_status))
     batch.status = BatchStatus(new_status)
 
@@ -217,7 +216,6 @@ def verify_passage(user: User, passage: Passage, harvested_viable_cells: int | N
     if problems:
         raise refuse(_("Verification failed: the values differ."), problems)
     with work(user, "batch.passage.verify"):
-        load(passage)
         if passage.is_verified:  # re-read under the write lock: someone may have just verified it
             raise RuleViolation(_("This passage is already verified."))
         passage.verified_by_id = user.id
@@ -241,7 +239,6 @@ def correct_passage(user: User, passage: Passage, reason: str | None, seeded_via
     if problems:
         raise refuse(_("The correction was not saved."), problems)
     with work(user, "batch.passage.correct", reason, reason_required=True) as session, session.no_autoflush:
-        load(passage, *batch.passages)
         passage.seeded_viable_cells = seeded_viable_cells
         passage.harvested_viable_cells = harvested_viable_cells
         passage.viability_percent = Decimal(viability_percent)

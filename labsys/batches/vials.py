@@ -20,7 +20,7 @@ from labsys.batches import rules
 from labsys.batches.models import (Batch, Box, Fill, LabelKind, LabelPrint, Rack, StepType, Tank, Vial, VialEvent,
                                    position_label)
 from labsys.batches.services import (_add_step, _reagents_for, _require_in_process, _step_problems,
-                                     apply_batch_transition, load, refuse, require_role, setting, unverified_entries, work)
+                                     apply_batch_transition, refuse, require_role, setting, unverified_entries, work)
 from labsys.batches.states import (IN_STORAGE_STATES, TERMINAL_VIAL_STATES, BatchStatus, VialStatus,
                                    check_vial_transition)
 from labsys.db import utcnow
@@ -100,7 +100,6 @@ def verify_fill(user: User, fill: Fill, viable_cells_per_vial: int | None, viabi
     if problems:
         raise refuse(_("Verification failed: the values differ."), problems)
     with work(user, "batch.fill.verify") as session, session.no_autoflush:
-        load(fill)
         if fill.is_verified:  # re-read under the write lock
             raise RuleViolation(_("The fill is already verified."))
         fill.verified_by_id = user.id
@@ -123,7 +122,6 @@ def apply_vial_transition(actor: Actor, vial: Vial, new_status: VialStatus, note
     """Move a vial to ``new_status`` inside the caller's unit of work. A vial leaving the states
     that sit in storage gives up its position, and the custody trail records it."""
     new_status = VialStatus(new_status)
-    load(vial)
     check_vial_transition(VialStatus(vial.status), new_status)
     old = VialStatus(vial.status)
     vial.status = new_status
@@ -219,7 +217,6 @@ def store_vial(user: User, vial: Vial, box: Box, row: int, column: int, note: st
         raise refuse(_("The vial was not moved."), problems)
     before = vial.location
     with work(user, "vial.store" if before is None else "vial.move", note):
-        load(vial)
         vial.box = box
         vial.row, vial.column = row, column
         db.session.flush()
@@ -239,7 +236,6 @@ def store_vials_in_box(user: User, vials: list[Vial], box: Box) -> list[Vial]:
     with work(user, "vial.store"):
         actor = actor_of(user)
         for vial, (row, column) in zip(unstored, free):
-            load(vial)
             vial.box = box
             vial.row, vial.column = row, column
             db.session.flush()
@@ -272,7 +268,6 @@ def record_vial_label_print(user: User | None, batch: Batch, reason: str | None 
 
     with unit_of_work(actor, "label.print.vial", reason):
         for vial in vials:
-            load(vial)
             vial.label_prints += 1
         entry = LabelPrint(kind=LabelKind.VIAL, batch_id=batch.id, labels=len(vials), is_reprint=reprint,
                            reason=(reason or "").strip() or None, printed_at=utcnow(), printed_by_id=actor.user_id,

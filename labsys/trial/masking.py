@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labsys.trial.i18n import _
+from flask_babel import gettext as _
 
 from labsys.auth.roles import Permission
 

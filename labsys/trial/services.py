@@ -16,7 +16,7 @@ import secrets
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from labsys.trial.i18n import _
+from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError

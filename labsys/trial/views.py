@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer, signatures_for
+from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.errors import NotFound, RuleViolation
 from labsys.timefmt import parse_lab_datetime
 from labsys.trial import followup, forms, orders, services
@@ -248,8 +248,7 @@ def unblind(patient_id: int):
     form = forms.UnblindForm()
     status = 200
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.AUTHORED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.AUTHORED)
         try:
             unblinding, arm = services.emergency_unblind(current_user, patient, form.reason.data, check)
         except RuleViolation as refused:
@@ -336,8 +335,7 @@ def prepare(order_id: int):
     status = 200
     plan = None
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.DISPENSED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.DISPENSED)
         try:
             if placebo:
                 orders.prepare_placebo(current_user, order, placebo_identifier=form.placebo_identifier.data,
@@ -373,8 +371,7 @@ def administer(order_id: int):
     form = forms.AdministerForm()
     status = 200
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.ADMINISTERED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.ADMINISTERED)
         try:
             orders.record_administration(current_user, order, parse_lab_datetime(form.administered_at.data), check)
         except RuleViolation as refused:
