@@ -52,6 +52,15 @@ def authenticate_signer(current_user: User, username: str, password: str,
     return SignatureCheck(current_user, meaning, comment)
 
 
+def authenticate_form_signer(form: Any, meaning: SignatureMeaning | str) -> SignatureCheck:
+    """``authenticate_signer`` for the signed-in user with the fields of a form that mixes in
+    ``SignatureFormMixin`` (sign_username, sign_password, sign_comment)."""
+    from flask_login import current_user
+
+    return authenticate_signer(current_user, form.sign_username.data, form.sign_password.data, meaning,
+                               form.sign_comment.data)
+
+
 def sign(check: SignatureCheck, record: Any) -> Signature:
     """Bind a signature to the record as it stands now (flushed, so it has its id)."""
     db.session.flush()

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer, signatures_for
+from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.batches import forms, services
 from labsys.batches.models import Cord, Deviation, Donor
 from labsys.batches.rules import Eligibility, Marker
@@ -83,8 +83,7 @@ def donor_determine(donor_id: int):
     donor = services.get_or_404(Donor, donor_id)
     form = forms.SignForm()
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.APPROVED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.APPROVED)
         try:
             services.determine_eligibility(current_user, donor, check)
         except RuleViolation as error:

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer
+from labsys.auth.signatures import authenticate_form_signer
 from labsys.batches import forms, services, vials as vial_services
 from labsys.batches.labels import vial_label_sheet_pdf
 from labsys.batches.models import Batch, Box, Cord, Deviation, DeviationStatus, Donor, Fill, Passage
@@ -51,7 +51,7 @@ def term(value) -> str:
 
 
 @bp.app_context_processor
-def batch_labels():
+def batch_term_helpers():
     return {"term": term, "batch_status_label": lambda s: BATCH_STATUS_LABELS[BatchStatus(s)],
             "vial_status_label": lambda s: VIAL_STATUS_LABELS[VialStatus(s)],
             "eligibility_label": lambda s: ELIGIBILITY_LABELS[Eligibility(s)],
@@ -183,8 +183,7 @@ def passage_verify(passage_id: int):
     passage = services.get_or_404(Passage, passage_id)
     form = forms.VerifyPassageForm()
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.VERIFIED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.VERIFIED)
         try:
             services.verify_passage(current_user, passage, form.harvested_viable_cells.data,
                                     form.viability_percent.data, check)
@@ -201,8 +200,7 @@ def fill_verify(fill_id: int):
     fill = services.get_or_404(Fill, fill_id)
     form = forms.VerifyFillForm()
     if form.validate_on_submit():
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.VERIFIED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.VERIFIED)
         try:
             vial_services.verify_fill(current_user, fill, form.viable_cells_per_vial.data,
                                       form.viability_percent.data, check)

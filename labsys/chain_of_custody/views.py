@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer, signatures_for
+from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.batches.models import Vial
 from labsys.chain_of_custody import services
 from labsys.chain_of_custody.forms import AllocateForm, CancelAllocationForm, DispenseForm, ThawForm
@@ -122,8 +122,7 @@ def dispense():
         return _dispense_page(form, 422)
     vial_codes = [v for v in (form.vials.data or "").split() if v]
     try:
-        check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                    SignatureMeaning.DISPENSED, form.sign_comment.data)
+        check = authenticate_form_signer(form, SignatureMeaning.DISPENSED)
     except SignatureRefused as error:
         form.sign_password.errors = [error.message, *error.reasons]
         return _dispense_page(form, 403)
@@ -205,8 +204,7 @@ def administer(dispensing_id: int):
         status = 422
         if form.validate_on_submit():
             try:
-                check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                            SignatureMeaning.ADMINISTERED, form.sign_comment.data)
+                check = authenticate_form_signer(form, SignatureMeaning.ADMINISTERED)
             except SignatureRefused as error:
                 form.sign_password.errors = [error.message, *error.reasons]
                 status = 403

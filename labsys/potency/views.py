@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer, signatures_for
+from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.errors import NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.potency import services
@@ -232,8 +232,7 @@ def _sign(meaning: SignatureMeaning):
     if not form.validate_on_submit():
         raise RuleViolation(_("Enter your user ID and password to sign."),
                             [f"{name}: {', '.join(map(str, errors))}" for name, errors in form.errors.items()])
-    return authenticate_signer(current_user, form.sign_username.data, form.sign_password.data, meaning,
-                               form.sign_comment.data)
+    return authenticate_form_signer(form, meaning)
 
 
 @bp.route("/<int:run_id>/review", methods=["POST"])

@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select
 from labsys.audit.models import AuditEntry
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
-from labsys.auth.signatures import authenticate_signer, signatures_for
+from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.batches.models import Batch, Deviation, DeviationStatus
 from labsys.batches.services import deviations_of
 from labsys.batches.states import BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, BatchStatus, VialStatus
@@ -141,9 +141,7 @@ def decide(batch_id: int):
         form.decision.errors = [_("Choose release or reject.")]
     if not form.validate_on_submit() or form.decision.errors:
         return render_template("release/review.html", **_review_context(batch, form)), 422
-    check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                SignatureMeaning.RELEASED if release else SignatureMeaning.REJECTED,
-                                form.sign_comment.data)
+    check = authenticate_form_signer(form, SignatureMeaning.RELEASED if release else SignatureMeaning.REJECTED)
     try:
         expected = int(form.expected_version.data) if form.expected_version.data else None
     except ValueError:
@@ -375,8 +373,7 @@ def approve_version(version_id: int):
     context = {"version": version, "signatures": signatures_for(version), "criterion_form": forms.CriterionForm()}
     if not form.validate_on_submit():
         return render_template("release/spec_version.html", approve_form=form, **context), 422
-    check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                SignatureMeaning.APPROVED, form.sign_comment.data)
+    check = authenticate_form_signer(form, SignatureMeaning.APPROVED)
     try:
         specs.approve_version(current_user, version, check)
     except RuleViolation as error:
@@ -448,8 +445,7 @@ def select_lot(batch_id: int):
     if not form.validate_on_submit():
         return render_template("release/selection.html", candidates=selection.candidates(), form=form,
                                form_batch_id=batch.id), 422
-    check = authenticate_signer(current_user, form.sign_username.data, form.sign_password.data,
-                                SignatureMeaning.APPROVED, form.sign_comment.data)
+    check = authenticate_form_signer(form, SignatureMeaning.APPROVED)
     try:
         selection.select_for_trial(current_user, batch, check)
     except RuleViolation as error:
