@@ -2,10 +2,17 @@
 
 SQLite: an online backup (sqlite3's backup API copies a consistent snapshot while the app keeps
 writing) and a restore that checks the file before it takes its place. PostgreSQL: use the
-server's own tools, ``pg_dump --format=custom`` and ``pg_restore`` (see README.md)."""
+server's own tools, ``pg_dump --format=custom`` and ``pg_restore`` (see README.md).
+
+A database alone is not enough to carry on: the trial's allocation list is sealed with a key kept
+outside the database, and vial labels are signed with the installation's Ed25519 key. So the
+backup also copies those key files into ``FILE.keys/`` (owner-only), restore puts them back, and
+restore proves the allocation seal opens with the key installed (a restored database whose
+allocation list cannot be opened would silently end randomization)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import sqlite3
 import sys
@@ -19,6 +26,98 @@ POSTGRES_HELP = ("On PostgreSQL use the server's tools: "
                  "pg_dump --format=custom --file=labsys.dump \"$LABSYS_DATABASE_URL\" to back up, "
                  "pg_restore --dbname=\"$LABSYS_DATABASE_URL\" --single-transaction labsys.dump "
                  "into an empty database to restore, then `flask --app wsgi audit verify`.")
+
+
+KEYS_SUFFIX = ".keys"
+
+
+def key_files(instance_path: str | Path) -> dict[str, Path]:
+    """The installation's key files that exist on disk, by their name inside a backup."""
+    from labsys.documents.codec import key_file_path
+    from labsys.trial.sealing import KEY_FILE
+
+    signing = key_file_path(instance_path)
+    candidates = {"signing_key.pem": signing, KEY_FILE: Path(instance_path) / KEY_FILE}
+    for public in sorted((signing.parent / "public_keys").glob("*.pem")):
+        candidates[f"public_keys/{public.name}"] = public
+    return {name: path for name, path in candidates.items() if path.is_file()}
+
+
+def keys_dir_for(backup_file: Path) -> Path:
+    return backup_file.with_name(backup_file.name + KEYS_SUFFIX)
+
+
+def backup_keys(instance_path: str | Path, target_dir: Path) -> list[str]:
+    """Copy the key files into ``target_dir`` (mode 0700, files 0600); returns the names copied."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(target_dir, 0o700)
+    copied = []
+    for name, path in key_files(instance_path).items():
+        destination = target_dir / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(destination.parent, 0o700)
+        shutil.copyfile(path, destination)
+        os.chmod(destination, 0o600)
+        copied.append(name)
+    return copied
+
+
+def restore_keys(source_dir: Path, instance_path: str | Path, force: bool) -> list[str]:
+    """Install the backed-up key files. A different key already in place is replaced only with
+    ``force`` (and kept aside); checks every clash before copying anything."""
+    from labsys.documents.codec import key_file_path
+    from labsys.trial.sealing import KEY_FILE
+
+    signing = key_file_path(instance_path)
+    places = {"signing_key.pem": signing, KEY_FILE: Path(instance_path) / KEY_FILE}
+    plan = []
+    for source in sorted(p for p in source_dir.rglob("*") if p.is_file()):
+        name = source.relative_to(source_dir).as_posix()
+        if name.startswith("public_keys/"):
+            destination = signing.parent / name
+        elif name in places:
+            destination = places[name]
+        else:
+            continue
+        if destination.exists() and destination.read_bytes() != source.read_bytes() and not force:
+            raise click.ClickException(
+                f"{destination} holds a different key than the backup; use --force to replace it "
+                "(the current key is kept aside).")
+        plan.append((name, source, destination))
+    installed = []
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    for name, source, destination in plan:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.exists():
+            if destination.read_bytes() == source.read_bytes():
+                continue
+            shutil.move(destination, destination.with_name(f"{destination.name}.before-restore-{stamp}"))
+        shutil.copyfile(source, destination)
+        os.chmod(destination, 0o600)
+        installed.append(name)
+    if installed:
+        from labsys.documents import codec
+
+        codec._keyrings.clear()  # the next label check reads the restored key
+    return installed
+
+
+def check_allocation_seal() -> str | None:
+    """None when the first sealed allocation line opens with the installed key (or there is no
+    list); otherwise what is wrong."""
+    from sqlalchemy import select
+
+    from labsys.trial.models import AllocationEntry
+    from labsys.trial.sealing import SealBroken, open_arm
+
+    entry = db.session.scalars(select(AllocationEntry).order_by(AllocationEntry.id).limit(1)).first()
+    if entry is None:
+        return None
+    try:
+        open_arm(entry.trial_id, entry.sequence, entry.arm_sealed)
+    except SealBroken as error:
+        return f"the trial allocation list cannot be opened: {error}"
+    return None
 
 
 def _sqlite_path() -> Path:
@@ -60,22 +159,40 @@ def check_sqlite_file(path: Path) -> list[str]:
 @click.command("backup")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the backup file.")
-def backup_command(out: Path) -> None:
-    """Back up the database while the app keeps running (SQLite online backup)."""
-    source = _sqlite_path()
-    pages = backup_sqlite(source, out)
-    click.echo(f"Backed up {source} to {out} ({pages} pages, {out.stat().st_size} bytes).")
+@click.option("--keys-only", is_flag=True, help="Copy only the key files (with pg_dump on PostgreSQL).")
+def backup_command(out: Path, keys_only: bool) -> None:
+    """Back up the database while the app keeps running (SQLite online backup), and the key
+    files (label signing key, trial allocation key) into OUT.keys/."""
+    from flask import current_app
+
+    if not keys_only:
+        source = _sqlite_path()
+        pages = backup_sqlite(source, out)
+        click.echo(f"Backed up {source} to {out} ({pages} pages, {out.stat().st_size} bytes).")
+    keys_dir = keys_dir_for(out)
+    copied = backup_keys(current_app.instance_path, keys_dir)
+    click.echo(f"Key files copied to {keys_dir}: {', '.join(copied) or 'none on disk'}. "
+               "Keep them as safe as the database: without the allocation key the trial list cannot be opened.")
+    if os.environ.get("LABSYS_TRIAL_ALLOCATION_KEY") or os.environ.get("LABSYS_SIGNING_KEY_FILE"):
+        click.echo("Keys given by LABSYS_TRIAL_ALLOCATION_KEY / LABSYS_SIGNING_KEY_FILE live in your secret store: back them up there.")
 
 
 @click.command("restore")
 @click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a database that already holds data (the old file is kept aside).")
 def restore_command(backup_file: Path, force: bool) -> None:
-    """Restore a backup into the configured database (stop the app first), then verify it."""
+    """Restore a backup (and its key files from BACKUP_FILE.keys/) into the configured database
+    (stop the app first), then verify the audit chain and that the allocation seal opens."""
+    from flask import current_app
+
     target = _sqlite_path()
     problems = check_sqlite_file(backup_file)
     if problems:
         raise click.ClickException(f"{backup_file} cannot be restored: " + "; ".join(problems))
+    keys_dir = keys_dir_for(backup_file)
+    if keys_dir.is_dir():
+        installed = restore_keys(keys_dir, current_app.instance_path, force)
+        click.echo(f"Key files restored from {keys_dir}: {', '.join(installed) or 'already in place'}.")
     db.session.remove()
     db.engine.dispose()
     if target.exists() and target.stat().st_size > 0 and check_sqlite_file(target) == []:
@@ -93,7 +210,12 @@ def restore_command(backup_file: Path, force: bool) -> None:
     if not result.ok:
         click.echo(f"Restored, but the audit chain is BROKEN at entry {result.broken_seq}: {result.problem}")
         sys.exit(1)
-    click.echo(f"Restored {backup_file} into {target}; audit chain OK ({result.entries} entries).")
+    seal_problem = check_allocation_seal()
+    if seal_problem:
+        click.echo(f"Restored, but {seal_problem}. Install the allocation key from the backup ({keys_dir}).")
+        sys.exit(1)
+    click.echo(f"Restored {backup_file} into {target}; audit chain OK ({result.entries} entries); "
+               "allocation seal opens.")
 
 
 def init_app(app) -> None:
