@@ -63,3 +63,25 @@ def test_the_certificate_lists_every_criterion_the_signature_and_the_chain_head(
         assert line in text, line
     assert decision.chain_head_hash[:40] in text.replace("\n", "").replace(" ", "")
     assert "PR-" in text
+
+
+def test_the_chain_head_printed_on_the_certificate_is_proved_by_audit_verify_at(released_lot, login_as, tmp_path,
+                                                                               app, db):
+    import re
+
+    text = _pdf_text(login_as("qa").get(f"/release/lots/{released_lot.id}/certificate.pdf").data, tmp_path)
+    printed = re.findall(r"[0-9a-f]{64}", re.sub(r"\s+", "", text))
+    assert printed, "the certificate prints the full chain-head hash"
+    head = printed[0]
+    assert head == decisions.decision_of(released_lot).chain_head_hash
+    runner = app.test_cli_runner()
+    # Later work extends the chain; the printed head stays provably inside it.
+    login_as("qa2")
+    db.session.rollback()
+    from labsys.audit.services import chain_head
+
+    assert chain_head(db.session) != head
+    proved = runner.invoke(args=["audit", "verify", "--at", head])
+    assert proved.exit_code == 0 and f"{head} is in the chain" in proved.output, proved.output
+    unknown = runner.invoke(args=["audit", "verify", "--at", "0" * 64])
+    assert unknown.exit_code == 1 and "is not in the chain" in unknown.output
