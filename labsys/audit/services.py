@@ -125,10 +125,16 @@ def iso_utc(value: dt.datetime | str) -> str:
     return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+# The same output as json.dumps(..., ensure_ascii=False, separators=(",", ":")), without building
+# an encoder per entry (verification hashes a million entries).
+_HASH_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_sha256 = hashlib.sha256
+
+
 def entry_hash(values: tuple | list) -> str:
     """SHA-256 over the canonical JSON array of an entry's columns in HASHED_COLUMNS order,
     with the time as ``iso_utc`` text and the previous entry's hash last."""
-    return hashlib.sha256(json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return _sha256(_HASH_JSON(list(values)).encode()).hexdigest()
 
 
 def _append(connection: Any, rows: list[dict[str, Any]]) -> None:
@@ -277,9 +283,13 @@ class VerifyResult:
     found_at: bool | None = None
 
 
-_VERIFY_SQL = ("SELECT seq, recorded_at, user_id, actor_name, action, entity_type, entity_id, "
+_VERIFY_SQL = ("SELECT seq, {recorded_at}, user_id, actor_name, action, entity_type, entity_id, "
                "old_values, new_values, reason, prev_hash, hash FROM audit_entries "
                "WHERE seq BETWEEN :first AND :last ORDER BY seq")
+# PostgreSQL renders the time as the same UTC text SQLite stores, so that verification does not
+# parse and re-format a million timestamps (iso_utc turns either into the hashed form).
+_VERIFY_CHUNK = 50_000
+_VERIFY_TIME = {"postgresql": "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"}
 
 
 def verify_range(connection: Any, first: int, last: int, at_hash: str | None = None) -> dict[str, Any]:
@@ -289,9 +299,11 @@ def verify_range(connection: Any, first: int, last: int, at_hash: str | None = N
     previous: str | None = None
     start_prev: str | None = None
     found = False
-    result = connection.execution_options(stream_results=True, yield_per=20000).execute(
-        text(_VERIFY_SQL), {"first": first, "last": last})
-    for row in result:
+    sql = text(_VERIFY_SQL.format(recorded_at=_VERIFY_TIME.get(connection.dialect.name, "recorded_at")))
+    chunks = ((lo, min(lo + _VERIFY_CHUNK - 1, last)) for lo in range(first, last + 1, _VERIFY_CHUNK))
+    rows = (row for lo, hi in chunks  # bounded memory: one chunk of rows at a time
+            for row in connection.execute(sql, {"first": lo, "last": hi}).all())
+    for row in rows:
         seq = row[0]
         if seq != expected_seq:
             return {"ok": False, "broken_seq": seq, "problem": f"entry {expected_seq} is missing (next is {seq})"}
