@@ -91,10 +91,11 @@ def page(browser):
     context.close()
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, **options) -> Path:
+    """Save the whole page (or what ``options`` say, e.g. ``clip=...``) under test-artifacts/screenshots."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), **{"full_page": True, **options})
     return path
 
 

@@ -319,15 +319,20 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert tech.get_attribute("#score-progress", "value") == "100"
     assert f"{len(PLATE)} of {len(PLATE)} fields scored" in tech.inner_text("#score-progress-text")
     run_url = tech.url
-    tech.click("#image-table a.view-field >> nth=0")
+    tech.click("#image-table tr:has-text('B01_f1.tif') a.view-field")
+    tech.wait_for_selector("#field-picture")
     wait_until(tech, "document.getElementById('field-picture').naturalWidth > 0")
     assert "overlay.png" in tech.get_attribute("#field-picture", "src")
+    assert "LPS + test lot" in tech.inner_text("main") or lot in tech.inner_text("main")
     screenshot(tech, "journey-07-potency-overlay")
 
     # 7. QA reviews and approves the run (two signatures).
     qa.goto(run_url)
-    inhibition = qa.inner_text("#lot-results")
-    assert lot in inhibition
+    summary = qa.locator(f"#lot-results tr.summary-row:has-text('{lot}') td").all_inner_texts()
+    inhibition = float(summary[6].rstrip(" %"))
+    assert 20 <= inhibition <= 100, summary  # the specification asks ≥ 20 %
+    validity = [" ".join(t.split()) for t in qa.locator("ul.validity li").all_text_contents()]
+    assert len(validity) == 5 and all(t.startswith("Pass") for t in validity), validity
     sign(qa, "qa")
     qa.click("text=Sign review")
     assert "Run reviewed: Reviewed." in flash_text(qa)
@@ -374,7 +379,11 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert tech2.locator("table.results tbody tr td:nth-child(7):has-text('Zhou Jie')").count() == entered
     screenshot(tech2, "journey-10-qc-verified")
 
-    # 9. QA release with e-signature, then selection for the trial.
+    # 9. QA sees the lot waiting on the home page, releases it with an e-signature and selects
+    # it for the trial.
+    qa.goto(base_url)
+    assert "Lots awaiting review: 1" in qa.inner_text("main")
+    screenshot(qa, "journey-11-home-qa", full_page=False)
     qa.goto(f"{base_url}/release/")
     qa.click(f"tr:has-text('{lot}') a:has-text('Review')")
     qa.wait_for_selector("h1:has-text('QA review of lot')")
@@ -382,12 +391,18 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert qa.locator("tr.verdict-row").count() == qa.locator("tr.verdict-pass").count()
     assert "inhibition" in qa.inner_text("main")
     sign(qa, "qa", ".decision-form", comment="Meets specification HUC-MSC-RELEASE v1.")
-    screenshot(qa, "journey-11-release-review")
+    # The page ends with the audit trail since fill (very long): the picture stops at the decision.
+    decision = qa.locator(".decision-form").bounding_box()
+    screenshot(qa, "journey-12-release-review",
+               clip={"x": 0, "y": 0, "width": 1280, "height": decision["y"] + decision["height"] + 24})
     qa.click("button[name=decision][value=release]")
     assert f"Lot {lot}: Released." in flash_text(qa)
     assert "Released" in text_of(qa, ".page-head .badge")
     assert "Released" in text_of(qa, ".signature-block")
-    screenshot(qa, "journey-12-released")
+    screenshot(qa, "journey-13-released", full_page=False)
+    coa_href = qa.get_attribute("a:has-text('Certificate of analysis (PDF)')", "href")
+    coa = pdf_text(qa.request.get(f"{base_url}{coa_href}").body(), tmp_path, "coa")
+    assert lot in coa and "Released" in coa
     qa.goto(f"{base_url}/release/selection")
     row = qa.locator(f"tr[data-lot='{lot}']")
     assert row.locator("td:nth-child(5)").inner_text().strip() == str(VIALS_FILLED)
@@ -396,7 +411,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     row.locator("button:has-text('Select lot')").click()
     assert f"Lot {lot} selected for the trial." in flash_text(qa)
     assert "Selected" in qa.locator(f"tr[data-lot='{lot}']").inner_text()
-    screenshot(qa, "journey-13-lot-selected")
+    screenshot(qa, "journey-14-lot-selected")
 
     # 10. The pharmacist configures the trial and generates the sealed allocation list.
     pharmacist, investigator = desk("pharmacist"), desk("investigator")
@@ -431,7 +446,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
         investigator.check("input[name=exclusion_0][value=no]")
         investigator.check("input[name=exclusion_1][value=no]")
         if number == 1:
-            screenshot(investigator, "journey-14-enrolment")
+            screenshot(investigator, "journey-15-enrolment")
         investigator.click("button[type=submit].primary")
         assert f"Patient SCR-J{number:02d} enrolled (eligibility: eligible)." in flash_text(investigator)
         url = investigator.url
@@ -442,7 +457,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
         if "arm: HUC-MSC + routine care" in message:
             patient_url = url
             study_id = re.search(r"study ID (\S+),", message).group(1)
-            screenshot(pharmacist, "journey-15-randomized")
+            screenshot(pharmacist, "journey-16-randomized")
             break
         assert "arm: Routine care" in message
     assert patient_url, "three patients and none in the cell arm: the block list is wrong"
@@ -472,7 +487,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert pharmacist.locator("form[action*='/thaw']").count() == 0
     allocated = [line.split()[0] for line in pharmacist.locator("main table tbody tr").all_inner_texts()]
     assert len(allocated) == 3
-    screenshot(pharmacist, "journey-16-thawed")
+    screenshot(pharmacist, "journey-17-thawed")
     wristband_href = pharmacist.get_attribute("a:has-text('Print wristband label (PDF)')", "href")
     wristband_pdf = pharmacist.request.get(f"{base_url}{wristband_href}").body()
     [wristband] = decode_qr_codes(wristband_pdf, tmp_path, "wristband")
@@ -491,7 +506,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert "Checks failed: do not dispense" in refusal
     assert f"Vial {wrong.split('.')[2]} has no thaw recorded." in refusal
     assert "All checks passed" not in refusal
-    screenshot(pharmacist, "journey-17-dispense-wrong-vial")
+    screenshot(pharmacist, "journey-18-dispense-wrong-vial")
     pharmacist.click("#scan-reset")
     scan(pharmacist, wristband)
     for identifier in allocated:
@@ -503,14 +518,16 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     sign(pharmacist, "pharmacist", "#dispense-form")
     pharmacist.fill("#witness_username", "pharmacist2")
     pharmacist.fill("#witness_password", DEMO_PASSWORD)
-    screenshot(pharmacist, "journey-18-dispense-checks-passed")
+    screenshot(pharmacist, "journey-19-dispense-checks-passed")
     pharmacist.click("#dispense-submit")
     pharmacist.wait_for_url("**/pharmacy/dispensings/*")
     assert "Dispensed" in flash_text(pharmacist)
     record = pharmacist.inner_text("main")
     assert "Liu Yang" in record and "Zhang Wei" in record  # the pharmacist and the witness
-    screenshot(pharmacist, "journey-19-dispensed")
+    screenshot(pharmacist, "journey-20-dispensed")
     dispensing_url = pharmacist.url
+    dispensing_number = text_of(pharmacist, "h1").split()[-1]
+    assert re.fullmatch(r"DSP-\d{4}-\d{5}", dispensing_number), dispensing_number
     href = pharmacist.get_attribute("a:has-text('Print chain-of-custody certificate')", "href")
     certificate = pharmacist.request.get(f"{base_url}{href}")
     assert certificate.status == 200 and certificate.headers["content-type"] == "application/pdf"
@@ -519,30 +536,38 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     for identifier in allocated:
         assert identifier in text
     subprocess.run(["pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile",
-                    str(tmp_path / "certificate.pdf"), str(ARTIFACTS / "journey-20-certificate")], check=True)
+                    str(tmp_path / "certificate.pdf"), str(ARTIFACTS / "journey-21-certificate")], check=True)
 
     # 15. Bedside: the investigator scans the wristband and the vials and records the infusion.
     investigator.goto(f"{base_url}/bedside/")
     investigator.locator("main a[href*='/administer']").first.click()
     investigator.fill("#wristband", wristband)
     investigator.fill("#vials", "\n".join(codes[identifier] for identifier in allocated))
-    investigator.fill("#infusion_start", lab_time(now - dt.timedelta(minutes=40)))
-    investigator.fill("#infusion_stop", lab_time(now - dt.timedelta(minutes=10)))
+    # The infusion cannot start before the dispensing (just now) nor stop in the future: a test
+    # does not wait half an hour, so it runs for the current minute.
+    started = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    investigator.fill("#infusion_start", lab_time(started))
+    investigator.fill("#infusion_stop", lab_time(started + dt.timedelta(minutes=1)))
     sign(investigator, "investigator")
-    screenshot(investigator, "journey-21-bedside")
+    screenshot(investigator, "journey-22-bedside")
     investigator.click("button[type=submit].primary")
-    assert "Administration of" in flash_text(investigator)
+    assert f"Administration of {dispensing_number} recorded." in flash_text(investigator)
     assert investigator.url == dispensing_url
+    screenshot(investigator, "journey-23-administered")
 
     # 16. Accountability: every vial of the lot accounted for.
     qa.goto(f"{base_url}/pharmacy/accountability")
     row = qa.locator(f"tr:has-text('{lot}')")
-    cells = [c.strip() for c in row.locator("td").all_inner_texts()]
-    screenshot(qa, "journey-22-accountability")
-    assert cells[1] == str(VIALS_FILLED)  # made
-    assert cells[11] == "yes"  # balanced
-    qa.goto(base_url)
-    screenshot(qa, "journey-23-home-qa")
+    headers = [h.strip() for h in qa.locator("main table thead th").all_inner_texts()]
+    counts = dict(zip(headers, [c.strip() for c in row.locator("td").all_inner_texts()]))
+    screenshot(qa, "journey-24-accountability", full_page=False)
+    assert {name: counts[name] for name in ("Made", "Released", "Allocated", "Dispensed", "Administered",
+                                            "Destroyed", "In stock", "Balanced")} == {
+        "Made": "10", "Released": "10", "Allocated": "3", "Dispensed": "3", "Administered": "3",
+        "Destroyed": "0", "In stock": "7", "Balanced": "yes"}, counts
+    report = qa.request.get(base_url + row.locator("a", has_text="PDF").get_attribute("href"))
+    assert report.status == 200 and report.body()[:4] == b"%PDF"
+    assert lot in pdf_text(report.body(), tmp_path, "accountability")
 
 
 def wait_until(page, expression: str, timeout: float = 20.0) -> None:
