@@ -392,9 +392,8 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert "inhibition" in qa.inner_text("main")
     sign(qa, "qa", ".decision-form", comment="Meets specification HUC-MSC-RELEASE v1.")
     # The page ends with the audit trail since fill (very long): the picture stops at the decision.
-    decision = qa.locator(".decision-form").bounding_box()
-    screenshot(qa, "journey-12-release-review",
-               clip={"x": 0, "y": 0, "width": 1280, "height": decision["y"] + decision["height"] + 24})
+    bottom = qa.locator(".decision-form").evaluate("el => el.getBoundingClientRect().bottom + window.scrollY")
+    screenshot(qa, "journey-12-release-review", clip={"x": 0, "y": 0, "width": 1280, "height": bottom + 24})
     qa.click("button[name=decision][value=release]")
     assert f"Lot {lot}: Released." in flash_text(qa)
     assert "Released" in text_of(qa, ".page-head .badge")
