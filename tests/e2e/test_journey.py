@@ -544,7 +544,9 @@ def _journey(desk, base_url: str, tmp_path) -> None:
 
     # 15. Bedside: the investigator scans the wristband and the vials and records the infusion.
     investigator.goto(f"{base_url}/bedside/")
+    assert dispensing_number in investigator.inner_text("main table")
     investigator.locator("main a[href*='/administer']").first.click()
+    administer_url = investigator.url
     investigator.fill("#wristband", wristband)
     investigator.fill("#vials", "\n".join(codes[identifier] for identifier in allocated))
     # The infusion cannot start before the dispensing (just now) nor stop in the future: a test
@@ -558,6 +560,10 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     assert f"Administration of {dispensing_number} recorded." in flash_text(investigator)
     assert investigator.url == dispensing_url
     screenshot(investigator, "journey-23-administered")
+    investigator.goto(administer_url)
+    assert "Administered: infusion" in investigator.inner_text("main")
+    investigator.goto(f"{base_url}/bedside/")
+    assert "Nothing is waiting for administration." in investigator.inner_text("main")
 
     # 16. Accountability: every vial of the lot accounted for.
     qa.goto(f"{base_url}/pharmacy/accountability")
