@@ -393,7 +393,9 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     qa.click(f"tr:has-text('{lot}') a:has-text('Review')")
     qa.wait_for_selector("h1:has-text('QA review of lot')")
     assert "Every rule passes." in qa.inner_text(".alert-success")
-    assert qa.locator("tr.verdict-row").count() == qa.locator("tr.verdict-pass").count()
+    assert qa.locator("tr.verdict-row").count() == qa.locator("tr.verdict-pass").count() == 22
+    assert "Every passage count and the fill are verified by a second person." in qa.inner_text(
+        "tr[data-code=ENTRIES]")
     assert "inhibition" in qa.inner_text("main")
     sign(qa, "qa", ".decision-form", comment="Meets specification HUC-MSC-RELEASE v1.")
     # The page ends with the audit trail since fill (very long): the picture stops at the decision.
