@@ -104,3 +104,12 @@ def sign_in(page, base_url: str, username: str, password: str) -> None:
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("button[type=submit].primary")
+
+
+def wait_until(page, expression: str, timeout: float = 20.0) -> None:
+    """Poll a JavaScript expression (page.wait_for_function may need eval, which the app's
+    Content Security Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
-import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +29,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.conftest import DEMO_PASSWORD
-from tests.e2e.conftest import ARTIFACTS, screenshot, sign_in
+from tests.e2e.conftest import ARTIFACTS, screenshot, sign_in, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -580,15 +579,6 @@ def _journey(desk, base_url: str, tmp_path) -> None:
     report = qa.request.get(base_url + row.locator("a", has_text="PDF").get_attribute("href"))
     assert report.status == 200 and report.body()[:4] == b"%PDF"
     assert lot in pdf_text(report.body(), tmp_path, "accountability")
-
-
-def wait_until(page, expression: str, timeout: float = 20.0) -> None:
-    """Poll a JavaScript expression (page.wait_for_function may need eval, which the app's
-    Content Security Policy rightly forbids)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        time.sleep(0.1)
 
 
 def scan(page, code: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import DEMO_PASSWORD
-from tests.e2e.conftest import screenshot, sign_in
+from tests.e2e.conftest import screenshot, sign_in, wait_until
 from tests.potency.app_support import SMALL_LAYOUT, layout_files
 
 pytestmark = pytest.mark.e2e
@@ -66,9 +66,9 @@ def test_a_technician_uploads_a_plate_watches_scoring_and_opens_the_overlay(pote
     page.click("#image-table a.view-field >> nth=0")
     picture = page.wait_for_selector("#field-picture")
     assert "overlay.png" in picture.get_attribute("src")
-    page.wait_for_function("document.getElementById('field-picture').naturalWidth > 0")
+    wait_until(page, "document.getElementById('field-picture').naturalWidth > 0")
     assert page.evaluate("document.getElementById('field-picture').naturalWidth") == 512
     page.click("text=Raw field")
-    page.wait_for_function("document.getElementById('field-picture').src.endsWith('raw.png')")
+    wait_until(page, "document.getElementById('field-picture').src.endsWith('raw.png')")
     screenshot(page, "potency-overlay-viewer")
     assert blocked == []
