@@ -13,7 +13,7 @@ export FLASK_APP := wsgi
 RUN_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b fonts-noto-cjk
 TEST_DEBS := poppler-utils zbar-tools chromium
 
-.PHONY: run test setup system-deps test-system-deps translations extract-messages db clean
+.PHONY: run test readme-images setup system-deps test-system-deps translations extract-messages db clean
 
 run: setup
 	$(BIN)/flask db upgrade
@@ -26,6 +26,12 @@ run: setup
 
 test: setup test-system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README pictures: the journey browser test (donor to patient) saves its screenshots, then
+# scripts/readme_images.py crops and shrinks the chosen ones into docs/images/.
+readme-images: setup test-system-deps
+	$(BIN)/python -m pytest tests/e2e/test_journey.py -q
+	$(BIN)/python scripts/readme_images.py
 
 setup: system-deps $(STAMP) translations
 

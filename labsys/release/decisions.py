@@ -18,7 +18,7 @@ from labsys.auth.services import actor_of
 from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches.models import Batch, Vial
 from labsys.batches.rules import Eligibility
-from labsys.batches.services import apply_batch_transition, open_deviations
+from labsys.batches.services import apply_batch_transition, open_deviations, unverified_entries
 from labsys.batches.states import BatchStatus, VialStatus
 from labsys.batches.vials import apply_vial_transition, vials_of
 from labsys.db import utcnow
@@ -45,6 +45,7 @@ def facts_for(batch: Batch) -> BatchFacts:
         max_passage=batch.max_passage_number,
         passage_limit=int(current_app.config.get("MAX_PASSAGE", 5)),
         unverified_result_count=sum(1 for r in results if not r.pending and not r.is_verified),
+        unverified_entry_count=len(unverified_entries(batch)),
         potency=hooks.potency_for(batch.identifier),
         results={r.test_code: ResultFact(numeric_value=r.numeric_value, text_value=r.text_value, unit=r.unit,
                                          pending=r.pending) for r in results},

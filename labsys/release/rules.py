@@ -98,6 +98,7 @@ class BatchFacts:
     unverified_result_count: int
     potency: PotencyFact | None
     results: Mapping[str, ResultFact] = field(default_factory=dict)
+    unverified_entry_count: int = 0  # passage counts and the fill awaiting second-person verification
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,16 @@ def results_verified_rule(facts: BatchFacts) -> RuleOutcome:
                     N_("Every manually entered result is verified."), "0", "0")
 
 
+def entries_verified_rule(facts: BatchFacts) -> RuleOutcome:
+    """The batch record's critical entries (passage counts, the fill) are second-person verified."""
+    if facts.unverified_entry_count:
+        return _process("ENTRIES", N_("Batch record entries verified"), Verdict.PENDING,
+                        N_("%(value)s batch record entry(ies) (passage counts, fill) await second-person verification."),
+                        "0", str(facts.unverified_entry_count))
+    return _process("ENTRIES", N_("Batch record entries verified"), Verdict.PASS,
+                    N_("Every passage count and the fill are verified by a second person."), "0", "0")
+
+
 def potency_run_rule(facts: BatchFacts) -> RuleOutcome:
     name = N_("Approved potency run present and valid")
     if facts.potency is None:
@@ -280,7 +291,7 @@ def potency_run_rule(facts: BatchFacts) -> RuleOutcome:
 
 
 PROCESS_RULES = (donor_eligible_rule, deviations_closed_rule, passage_within_limit_rule,
-                 results_verified_rule, potency_run_rule)
+                 entries_verified_rule, results_verified_rule, potency_run_rule)
 
 
 def result_for(criterion: Criterion, facts: BatchFacts) -> ResultFact | None:

@@ -11,7 +11,7 @@ from labsys.auth.signatures import SignatureCheck
 from labsys.chain_of_custody import services
 from labsys.db import utcnow
 from tests.conftest import DEMO_PASSWORD
-from tests.e2e.conftest import browser, live_server, page, screenshot, sign_in  # noqa: F401  (fixtures)
+from tests.e2e.conftest import browser, live_server, page, screenshot, sign_in, wait_until  # noqa: F401  (fixtures)
 
 
 def _prepare(app):
@@ -85,7 +85,7 @@ def test_the_pharmacist_scans_sees_red_then_green_has_it_witnessed_and_prints_th
     _scan(page, wristband)
     for code in right:
         _scan(page, code)
-    page.wait_for_function("document.querySelector('#check-result').classList.contains('check-passed')")
+    wait_until(page, "document.querySelector('#check-result').classList.contains('check-passed')")
     assert "All checks passed" in result.inner_text()
     assert "vial(s)" in result.inner_text()  # the dose summary
     screenshot(page, "custody-dispense-green")

@@ -3,54 +3,13 @@ progress bar finish (Huey on SQLite, consumed in-process, fields scored by a poo
 processes) and opens the outline viewer."""
 from __future__ import annotations
 
-import shutil
-import threading
-import time
-
 import pytest
-from werkzeug.serving import make_server
 
-from labsys import create_app
-from tests.conftest import DEMO_PASSWORD, _config
-from tests.e2e.conftest import screenshot, sign_in
+from tests.conftest import DEMO_PASSWORD
+from tests.e2e.conftest import screenshot, sign_in, wait_until
 from tests.potency.app_support import SMALL_LAYOUT, layout_files
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def potency_server(tmp_path, sqlite_template):
-    path = tmp_path / "e2e.db"
-    shutil.copy(sqlite_template, path)
-    app = create_app(_config(f"sqlite:///{path}", POTENCY_IMAGE_DIR=str(tmp_path / "images"),
-                             POTENCY_HUEY_FILE=str(tmp_path / "huey.db"), POTENCY_SCORING_PROCESSES=2))
-    with app.app_context():
-        from labsys.cli import ensure_demo_users
-        ensure_demo_users()
-    from labsys.potency.jobs import get_huey
-
-    huey, _task = get_huey(app)
-    stop = threading.Event()
-
-    def consume():  # the Huey consumer's loop, in a thread of this process
-        while not stop.is_set():
-            task = huey.dequeue()
-            if task is None:
-                time.sleep(0.2)
-                continue
-            with app.app_context():
-                huey.execute(task)
-
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.shutdown()
-    stop.set()
-    thread.join(timeout=5)
-    consumer.join(timeout=30)
 
 
 def test_a_technician_uploads_a_plate_watches_scoring_and_opens_the_overlay(potency_server, page, tmp_path):
@@ -107,9 +66,9 @@ def test_a_technician_uploads_a_plate_watches_scoring_and_opens_the_overlay(pote
     page.click("#image-table a.view-field >> nth=0")
     picture = page.wait_for_selector("#field-picture")
     assert "overlay.png" in picture.get_attribute("src")
-    page.wait_for_function("document.getElementById('field-picture').naturalWidth > 0")
+    wait_until(page, "document.getElementById('field-picture').naturalWidth > 0")
     assert page.evaluate("document.getElementById('field-picture').naturalWidth") == 512
     page.click("text=Raw field")
-    page.wait_for_function("document.getElementById('field-picture').src.endsWith('raw.png')")
+    wait_until(page, "document.getElementById('field-picture').src.endsWith('raw.png')")
     screenshot(page, "potency-overlay-viewer")
     assert blocked == []

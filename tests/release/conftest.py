@@ -64,7 +64,8 @@ class LotBuilder:
         rack = vial_services.create_rack(tech, tank, "R1")
         self.box = vial_services.create_box(tech, rack, "BOX-1", 9, 9)
 
-    def lot(self, vial_count: int = 4, passages: int = 2, days_ago: int = 40, eligible: bool = True):
+    def lot(self, vial_count: int = 4, passages: int = 2, days_ago: int = 40, eligible: bool = True,
+            verify_fill: bool = True):
         if self.reagent_ids is None:
             self._setup()
         self.count += 1
@@ -97,6 +98,9 @@ class LotBuilder:
         vial_services.fill_batch(tech, batch, vial_count, 10_000_000, Decimal("5.0"), "CryoStor CS10",
                                  Decimal("93.0"), last + dt.timedelta(hours=3), "FILL-01",
                                  last + dt.timedelta(hours=2), self.reagent_ids)
+        if verify_fill:
+            vial_services.verify_fill(tech2, batch.fill, 10_000_000, Decimal("93.0"),
+                                      SignatureCheck(tech2, SignatureMeaning.VERIFIED, "t"))
         return batch
 
 

@@ -118,7 +118,7 @@ def test_a_lot_meeting_every_rule_is_releasable():
     evaluation = evaluate_release(DEFAULT_CRITERIA, good_facts())
     assert [o for o in evaluation.outcomes if o.verdict != Verdict.PASS] == []
     assert evaluation.disposition == Disposition.RELEASABLE
-    assert len(evaluation.outcomes) == 5 + len(DEFAULT_CRITERIA)
+    assert len(evaluation.outcomes) == 6 + len(DEFAULT_CRITERIA)
 
 
 def test_every_failure_is_reported_not_only_the_first():
@@ -149,6 +149,7 @@ def test_pending_sterility_alone_allows_release_with_results_pending():
 @pytest.mark.parametrize("changes,code", [
     ({"donor_eligible": None}, "DONOR"),
     ({"unverified_result_count": 1}, "VERIFIED"),
+    ({"unverified_entry_count": 1}, "ENTRIES"),
     ({"potency": None}, "POTENCY_RUN"),
 ])
 def test_pending_process_rules_block_release(changes, code):

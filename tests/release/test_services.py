@@ -43,6 +43,25 @@ def test_a_lot_with_every_result_verified_and_potency_is_releasable(lots, users,
     assert review.disposition == Disposition.RELEASABLE
 
 
+def test_an_unverified_fill_blocks_release_until_a_second_person_verifies_it(lots, users, potency_runs):
+    from labsys.batches import vials as vial_services
+
+    batch = lots.lot(verify_fill=False)
+    enter_results(users, batch)
+    passing_potency(potency_runs, batch)
+    review = decisions.review_of(batch)
+    assert [(o.code, o.verdict) for o in review.evaluation.outcomes if o.verdict != Verdict.PASS] == [
+        ("ENTRIES", Verdict.PENDING)]
+    assert review.disposition == Disposition.NOT_RELEASABLE
+    with pytest.raises(RuleViolation) as refused:
+        decisions.decide_lot(users["qa"], batch, True, release_check(users["qa"]), None, None)
+    assert "1 batch record entry(ies) (passage counts, fill) await second-person verification." in refused.value.reasons
+    assert batch.status == BatchStatus.QUARANTINE
+    vial_services.verify_fill(users["technician2"], batch.fill, 10_000_000, Decimal("93.0"),
+                              SignatureCheck(users["technician2"], SignatureMeaning.VERIFIED, "t"))
+    assert decisions.review_of(batch).disposition == Disposition.RELEASABLE
+
+
 def test_qa_release_makes_vials_available_and_records_one_signed_decision(lots, users, potency_runs, db):
     batch = lots.lot(vial_count=3)
     enter_results(users, batch)

@@ -26,7 +26,7 @@ def test_qa_sees_every_rule_with_verdict_words_and_releases_a_passing_lot(lots, 
     passing_potency(potency_runs, batch)
     qa = login_as("qa")
     page = qa.get(f"/release/lots/{batch.id}").get_data(as_text=True)
-    assert page.count('class="verdict-row') == 5 + 16
+    assert page.count('class="verdict-row') == 6 + 16
     assert "Every rule passes." in page and "Audit trail since fill" in page
     audit = page[page.index("Audit trail since fill"):]
     assert audit.count("<code>qc_result.enter</code>") == 15 and audit.count("<code>qc_result.verify</code>") == 15
