@@ -163,6 +163,11 @@ def vial_checks(vial: ScannedVial, patient: ScannedPatient, settings: DispenseSe
     return checks
 
 
+def cells(count: float | int) -> str:
+    """A cell count as people write it on a dose sheet: whole cells, digits grouped (30,000,000)."""
+    return f"{round(count):,}"
+
+
 def dose_checks(patient: ScannedPatient, vials: Sequence[ScannedVial], settings: DispenseSettings) -> list[Check]:
     usable = [v for v in vials if v.signature_valid and v.found and v.viable_cells]
     if patient.weight_kg is None or not patient.found:
@@ -171,12 +176,12 @@ def dose_checks(patient: ScannedPatient, vials: Sequence[ScannedVial], settings:
     delivered = sum(viable_cells_after_thaw(v.viable_cells, settings.post_thaw_viability) for v in usable)
     if not usable:
         return [_check("dose_within_tolerance", False,
-                       _("No valid vial scanned: 0 of %(t)s cells target.", t=f"{target:.2e}"))]
+                       _("No valid vial scanned: 0 of %(t)s cells target.", t=cells(target)))]
     dose = check_dose(target, delivered, settings.dose_tolerance, settings.max_cells)
     checks = [_check("dose_within_tolerance" if r.name == "dose_tolerance" else "dose_under_cap", r.passed,
                      _("%(n)d vial(s): %(d)s viable cells for a target of %(t)s (%(w)s kg × %(per)s/kg). %(detail)s",
-                       n=len(usable), d=f"{delivered:.3e}", t=f"{target:.3e}", w=patient.weight_kg,
-                       per=f"{settings.dose_cells_per_kg:.0e}", detail=r.message))
+                       n=len(usable), d=cells(delivered), t=cells(target), w=patient.weight_kg,
+                       per=cells(settings.dose_cells_per_kg), detail=r.message))
               for r in dose.results]
     missing = [v.label for v in usable if v.endotoxin_eu_per_ml is None or v.volume_ml is None]
     if missing:

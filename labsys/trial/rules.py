@@ -265,10 +265,10 @@ def check_dose(target: int, delivered: int, tolerance: Decimal | float = DEFAULT
         if delivered > max_cells:
             results.append(RuleResult("dose_cap", False, _(
                 "Delivered dose %(d)s cells is above the maximum of %(cap)s cells.",
-                d=f"{delivered:.3e}", cap=f"{max_cells:.3e}")))
+                d=f"{round(delivered):,}", cap=f"{round(max_cells):,}")))
         else:
             results.append(RuleResult("dose_cap", True, _("Dose is under the maximum of %(cap)s cells.",
-                                                          cap=f"{max_cells:.3e}")))
+                                                          cap=f"{round(max_cells):,}")))
     return DoseCheck(target, delivered, ratio, tuple(results))
 
 

@@ -518,7 +518,7 @@ def _journey(desk, base_url: str, tmp_path) -> None:
         scan(pharmacist, codes[identifier])
     wait_until(pharmacist, "document.querySelector('#check-result').classList.contains('check-passed')")
     assert "All checks passed" in result.inner_text()
-    assert "3 vial(s): 3.000e+07 viable cells for a target of 3.000e+07" in result.inner_text()
+    assert "3 vial(s): 30,000,000 viable cells for a target of 30,000,000" in result.inner_text()
     assert "Delivered dose is 100.0 % of target" in result.inner_text()
     sign(pharmacist, "pharmacist", "#dispense-form")
     pharmacist.fill("#witness_username", "pharmacist2")
