@@ -84,9 +84,9 @@ def pages_to_walk(app) -> list[tuple[str, bool]]:
 
     from labsys.navigation import route_examples
 
-    values = route_examples(app)
     walk = []
     with app.test_request_context():
+        values = route_examples(app)
         for rule in app.url_map.iter_rules():
             if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule.startswith("/api/"):
                 continue

@@ -15,10 +15,11 @@ from tests.e2e.conftest import browser, live_server, page, screenshot, sign_in  
 from tests.test_ux import pages_to_walk
 
 
-@pytest.fixture
-def demo_server(tmp_path, sqlite_template):
-    """The app with every feature's demo data, served on 127.0.0.1; yields (base_url, app)."""
-    path = tmp_path / "layout.db"
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory, sqlite_template):
+    """The app with every feature's demo data, served on 127.0.0.1 for this module's tests (they
+    only read); yields (base_url, app)."""
+    path = tmp_path_factory.mktemp("layout") / "layout.db"
     shutil.copy(sqlite_template, path)
     app = create_app(_config(f"sqlite:///{path}"))
     with app.app_context():
