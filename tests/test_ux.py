@@ -100,7 +100,7 @@ def pages_to_walk(app) -> list[tuple[str, bool]]:
 
 
 @pytest.mark.parametrize("username", ROLES)
-def test_every_page_has_a_title_one_h1_and_form_pages_focus_their_first_field(demo_app, login_as, username):
+def test_every_page_has_a_title_one_h1_worded_badges_and_focused_forms(demo_app, login_as, username):
     client = login_as(username)
     pages = form_pages = 0
     failures = []
@@ -109,10 +109,13 @@ def test_every_page_has_a_title_one_h1_and_form_pages_focus_their_first_field(de
         if response.status_code != 200 or response.mimetype != "text/html":
             continue
         pages += 1
-        page = facts_of(response.get_data(as_text=True))
+        html = response.get_data(as_text=True)
+        page = facts_of(html)
         title = page.title.rsplit("·", 1)[0].strip()
         if not title or title == "labsys":
             failures.append(f"{url}: no page title ({page.title!r})")
+        if re.search(r'<span class="badge[^"]*">\s*</span>', html):
+            failures.append(f"{url}: a status badge with no words (colour alone)")
         if page.h1_count != 1:
             failures.append(f"{url}: {page.h1_count} h1 elements")
         main_forms = [f for f in page.forms if f["fields"] and f["action"] in ("", url)]  # posting back here
