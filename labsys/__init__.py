@@ -108,9 +108,11 @@ def register_features(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     from labsys.navigation import nav_for
-    from labsys.timefmt import format_datetime
+    from labsys.timefmt import format_date, format_datetime, format_number
 
     app.jinja_env.filters["labtime"] = format_datetime
+    app.jinja_env.filters["labdate"] = format_date
+    app.jinja_env.filters["labnumber"] = format_number
     app.jinja_env.tests["startingwith"] = lambda value, prefix: str(value).startswith(prefix)
     app.jinja_env.add_extension("jinja2.ext.do")
 

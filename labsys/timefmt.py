@@ -1,9 +1,12 @@
-"""Times are stored in UTC and shown in the lab's zone with its offset."""
+"""Times are stored in UTC and shown in the lab's zone with its offset; dates and numbers are
+written the way the page's language writes them."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from babel import dates as babel_dates, numbers as babel_numbers
 from flask import current_app
 
 
@@ -17,14 +20,47 @@ def to_lab(value: dt.datetime) -> dt.datetime:
     return value.astimezone(lab_zone())
 
 
+def current_locale() -> str:
+    """The language pages are being shown in (``en`` or ``zh_CN``), the default outside requests."""
+    from flask_babel import get_locale
+
+    locale = get_locale()
+    return str(locale) if locale else current_app.config["BABEL_DEFAULT_LOCALE"]
+
+
+def zone_label(value: dt.datetime) -> str:
+    """The lab zone's UTC offset, e.g. ``UTC+08:00``: unambiguous, unlike abbreviations such as CST."""
+    offset = value.strftime("%z")
+    return f"UTC{offset[:3]}:{offset[3:]}"
+
+
+def format_date(value: dt.date | None) -> str:
+    """A calendar date in the page's language: ``Nov 25, 2026`` or ``2026年11月25日``."""
+    if value is None:
+        return "—"
+    if isinstance(value, dt.datetime):
+        value = to_lab(value).date()
+    return babel_dates.format_date(value, format="medium", locale=current_locale())
+
+
 def format_datetime(value: dt.datetime | None, seconds: bool = False) -> str:
-    """e.g. ``2026-11-25 19:57 UTC+08:00`` (ISO order reads the same in English and Chinese)."""
+    """A stored UTC time shown in the lab's zone, in the page's language, with the zone's offset:
+    ``Nov 25, 2026 22:52 UTC+08:00`` or ``2026年11月25日 22:52 UTC+08:00``. The clock is 24-hour in
+    both languages (no AM/PM to misread on a GMP record)."""
     if value is None:
         return "—"
     local = to_lab(value)
-    offset = local.strftime("%z")
-    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return f"{local.strftime(pattern)} UTC{offset[:3]}:{offset[3:]}"
+    clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    return f"{format_date(local.date())} {clock} {zone_label(local)}"
+
+
+def format_number(value: int | float | Decimal | None, decimals: int | None = None) -> str:
+    """A number in the page's language (digit grouping and decimal sign from the locale);
+    ``decimals`` fixes the count of decimal places."""
+    if value is None:
+        return "—"
+    pattern = None if decimals is None else "#,##0" + ("." + "0" * decimals if decimals else "")
+    return babel_numbers.format_decimal(value, format=pattern, locale=current_locale())
 
 
 def lab_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

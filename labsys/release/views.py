@@ -18,6 +18,7 @@ from labsys.batches.services import deviations_of
 from labsys.batches.states import BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, BatchStatus, VialStatus
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.listing import contains, page_of, search_term
 from labsys.release import decisions, forms, hooks, results, selection, specs
 from labsys.release.defaults import FLOW_PANEL, MARKER_NAMES, STERILITY_TEST_CODE
 from labsys.release.models import (QCResult, ResultAttachment, Specification, SpecificationVersion, SpecCriterion,
@@ -161,11 +162,16 @@ def decide(batch_id: int):
 @bp.route("/results")
 @allow(*STAFF)
 def results_index():
-    lots = list(db.session.scalars(select(Batch).where(Batch.status.in_(results.OPEN_FOR_RESULTS))
-                                   .order_by(Batch.identifier)))
-    return render_template("release/results_index.html", lots=lots,
-                           unverified=results.results_awaiting_verification(),
-                           batches={b.id: b for b in lots})
+    term = search_term()
+    query = select(Batch).where(Batch.status.in_(results.OPEN_FOR_RESULTS)).order_by(Batch.identifier)
+    if term:
+        query = query.where(func.upper(Batch.identifier).like(contains(term), escape="\\"))
+    page = page_of(query)
+    unverified = results.results_awaiting_verification()
+    batch_ids = {r.batch_id for r in unverified}
+    batches = {b.id: b for b in db.session.scalars(select(Batch).where(Batch.id.in_(batch_ids)))} if batch_ids else {}
+    return render_template("release/results_index.html", page=page, term=term, unverified=unverified,
+                           batches=batches)
 
 
 def _result_choices(form, version: SpecificationVersion | None) -> None:

@@ -7,14 +7,17 @@ from typing import Any
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
+from sqlalchemy import func, or_, select
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
 from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.errors import NotFound, RuleViolation
+from labsys.listing import contains, page_of, search_term
 from labsys.timefmt import parse_lab_datetime
 from labsys.trial import followup, forms, orders, services
 from labsys.trial.masking import arm_name, may_see_arm
+from labsys.trial.models import InfusionOrder, Patient
 from labsys.trial.rules import ARM_CONTROL
 
 bp = Blueprint("trial", __name__, url_prefix="/trial")
@@ -115,7 +118,14 @@ def allocation_csv():
 @allow(*STAFF)
 def patients():
     trial = services.require_trial()
-    return render_template("trial/patients.html", trial=trial, patients=services.patients(trial))
+    term = search_term()
+    query = select(Patient).where(Patient.trial_id == trial.id).order_by(Patient.enrolled_at, Patient.id)
+    if term:
+        pattern = contains(term)
+        query = query.where(or_(func.upper(Patient.screening_number).like(pattern, escape="\\"),
+                                func.upper(Patient.study_id).like(pattern, escape="\\"),
+                                func.upper(Patient.kit_number).like(pattern, escape="\\")))
+    return render_template("trial/patients.html", trial=trial, page=page_of(query), term=term)
 
 
 def _screening_values(form, trial) -> dict[str, Any]:
@@ -295,7 +305,13 @@ def order_new(patient_id: int):
 @bp.route("/orders")
 @allow(*STAFF)
 def order_list():
-    return render_template("trial/orders.html", open_orders=orders.open_orders(), all_orders=orders.all_orders())
+    term = search_term()
+    query = select(InfusionOrder).join(InfusionOrder.patient).order_by(InfusionOrder.id.desc())
+    if term:
+        pattern = contains(term)
+        query = query.where(or_(func.upper(Patient.study_id).like(pattern, escape="\\"),
+                                func.upper(Patient.screening_number).like(pattern, escape="\\")))
+    return render_template("trial/orders.html", open_orders=orders.open_orders(), page=page_of(query), term=term)
 
 
 @bp.route("/orders/<int:order_id>")

@@ -116,9 +116,15 @@
     runCheck();
   }
 
+  // Enter takes the scanned code; Enter on an empty field, once the wristband and vials are in,
+  // goes on to the signature (keyboard-only use without counting Tabs).
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter") {
       event.preventDefault();
+      if (!input.value.trim() && state.patient && state.vials.length) {
+        document.getElementById("sign_username").focus();
+        return;
+      }
       accept(input.value);
       input.value = "";
     }
@@ -160,5 +166,6 @@
 
   render();
   if (state.patient && state.vials.length) { runCheck(); }
-  input.focus();
+  // After a refused signature the cursor stays in the field to correct (static/js/app.js).
+  if (!document.querySelector('main [aria-invalid="true"]')) { input.focus(); }
 })();
