@@ -175,8 +175,11 @@ def capture_html(app: Flask, produce) -> tuple[str, str, bytes]:
 
 
 def static_html(html: str, css: str) -> str:
-    """The captured HTML with labsys's stylesheets inlined (the same content, one document)."""
-    return html.replace("</head>", f"<style>{css}</style></head>", 1)
+    """The captured HTML with labsys's stylesheet inlined first (the same content, one document).
+
+    labsys passes its base stylesheet as a WeasyPrint *user* stylesheet, which the template's own
+    rules override; placed before the template's <style>, it loses to them the same way."""
+    return html.replace("<style>", f"<style>{css}</style><style>", 1)
 
 
 def full_path(app: Flask, produce) -> float:
