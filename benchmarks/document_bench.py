@@ -179,7 +179,12 @@ def static_html(html: str, css: str) -> str:
 
     labsys passes its base stylesheet as a WeasyPrint *user* stylesheet, which the template's own
     rules override; placed before the template's <style>, it loses to them the same way."""
-    return html.replace("<style>", f"<style>{css}</style><style>", 1)
+    tag = f"<style>{css}</style>"
+    for marker in ("<style", "</head>"):
+        if marker in html:
+            at = html.index(marker)
+            return html[:at] + tag + html[at:]
+    return tag + html
 
 
 def full_path(app: Flask, produce) -> float:
