@@ -47,10 +47,14 @@ def potency_runs(app):
 
 
 class LotBuilder:
-    def __init__(self, users):
+    """Builds filled lots in quarantine through the batches services. ``prefix`` keeps donor codes
+    apart when several builders share one database; ``reagent_ids`` reuses released reagents."""
+
+    def __init__(self, users, prefix: str = "D-T", reagent_ids: list[int] | None = None):
         self.users = users
         self.count = 0
-        self.reagent_ids: list[int] | None = None
+        self.prefix = prefix
+        self.reagent_ids: list[int] | None = reagent_ids
         self.box = None
 
     def _setup(self):
@@ -70,7 +74,7 @@ class LotBuilder:
         self.count += 1
         tech, tech2, qa = self.users["technician"], self.users["technician2"], self.users["qa2"]
         today = dt.date.today()
-        donor = batch_services.register_donor(tech, f"D-T-{self.count:03d}", today - dt.timedelta(days=days_ago + 30),
+        donor = batch_services.register_donor(tech, f"{self.prefix}-{self.count:03d}", today - dt.timedelta(days=days_ago + 30),
                                               ScreeningOutcome.ACCEPTABLE, today - dt.timedelta(days=days_ago + 1),
                                               CLEAN if eligible else {**CLEAN, Marker.HBSAG: MarkerResult.REACTIVE})
         batch_services.determine_eligibility(qa, donor, SignatureCheck(qa, SignatureMeaning.APPROVED, "t"))

@@ -1,0 +1,1 @@
+"""Crash-safety child (tests/reliability/test_crash_safety.py)."""
