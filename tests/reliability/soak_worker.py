@@ -25,12 +25,15 @@ from typing import Any, Callable
 from sqlalchemy import exists, func, select
 
 SOAK_WEIGHT_KG = Decimal("40.0")  # 40 kg × 500 000 cells/kg = 20e6 cells: two vials of 10e6
-RELEASED_LOTS = 3
-RELEASED_LOT_VIALS = 10
-QUARANTINE_LOTS = 6
+RELEASED_LOTS = 2
+RELEASED_LOT_VIALS = 12
+QUARANTINE_LOTS = 4
 QUARANTINE_LOT_VIALS = 4
 MISSING_CODES = ("KARYOTYPE", "STERILITY")  # left out of some lots: entered by the workers
 PATIENTS = 24
+RANDOMIZED = 12  # of them randomized with an order in the set-up; the rest are left to the workers
+STAGED_THAWED = 2  # cell-arm orders with vials allocated and thawed: dispensing can start at once
+STAGED_ALLOCATED = 2  # cell-arm orders with vials allocated: thawing can start at once
 TARGET_ENROLMENT = 400
 CONTENDED = 2  # each operation picks among the first few candidates, so workers collide
 
@@ -62,12 +65,15 @@ def set_up_world() -> dict:
     """In the parent, inside an app context on the shared database."""
     from labsys.auth.models import SignatureMeaning
     from labsys.auth.signatures import SignatureCheck
+    from labsys.chain_of_custody import services as custody
     from labsys.cli import ensure_demo_users
     from labsys.db import utcnow
     from labsys.release import decisions, specs
     from labsys.release.selection import select_for_trial
+    from labsys.trial import orders as trial_orders
     from labsys.trial import services as trial_services
     from labsys.trial.demo import DEMO_TRIAL
+    from labsys.trial.rules import ARM_MSC
     from tests.release.conftest import LotBuilder, enter_results
     from tests.trial.conftest import screening_values
 
@@ -88,9 +94,22 @@ def set_up_world() -> dict:
     trial = trial_services.save_trial(users["pharmacist"], {**DEMO_TRIAL, "dose_cells_per_kg": 500_000,
                                                             "target_enrolment": TARGET_ENROLMENT})
     trial_services.generate_allocation_list(users["pharmacist"], trial, rng=random.Random(11))
-    for number in range(PATIENTS):
-        trial_services.enrol_patient(users["investigator"], trial,
-                                     screening_values(trial, f"SCR-S{number:03d}", weight_kg=SOAK_WEIGHT_KG))
+    patients = [trial_services.enrol_patient(users["investigator"], trial,
+                                             screening_values(trial, f"SCR-S{number:03d}", weight_kg=SOAK_WEIGHT_KG))
+                for number in range(PATIENTS)]
+    # Work already under way when the soak starts, so that every kind of operation has targets
+    # from the first second (and the workers contend for them).
+    staged = 0
+    for patient in patients[:RANDOMIZED]:
+        arm = trial_services.randomize_patient(users["pharmacist"], patient)
+        order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+        if arm == ARM_MSC and staged < STAGED_THAWED + STAGED_ALLOCATED:
+            vials = custody.propose_vials(order).vials
+            custody.allocate(users["pharmacist"], order, [vial.identifier for vial in vials])
+            if staged < STAGED_THAWED:
+                for vial in vials:
+                    custody.thaw(users["pharmacist"], vial)
+            staged += 1
     return {"reagent_ids": builder.reagent_ids, "baseline": baseline()}
 
 
