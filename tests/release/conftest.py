@@ -68,7 +68,10 @@ class LotBuilder:
         rack = vial_services.create_rack(tech, tank, "R1")
         self.box = vial_services.create_box(tech, rack, "BOX-1", 9, 9)
 
-    def lot(self, vial_count: int = 4, passages: int = 2, days_ago: int = 40, eligible: bool = True):
+    def lot(self, vial_count: int = 4, passages: int = 2, days_ago: int = 40, eligible: bool = True,
+            fill: bool = True):
+        """A lot filled with ``vial_count`` vials (in quarantine); with ``fill=False`` the batch
+        stops in process, its passages verified, ready to be filled."""
         if self.reagent_ids is None:
             self._setup()
         self.count += 1
@@ -97,6 +100,8 @@ class LotBuilder:
             batch_services.verify_passage(tech2, passage, passage.harvested_viable_cells, passage.viability_percent,
                                           SignatureCheck(tech2, SignatureMeaning.VERIFIED, "t"))
             cells = harvested
+        if not fill:
+            return batch
         last = batch.passages[-1].step.ended_at
         vial_services.fill_batch(tech, batch, vial_count, 10_000_000, Decimal("5.0"), "CryoStor CS10",
                                  Decimal("93.0"), last + dt.timedelta(hours=3), "FILL-01",
