@@ -334,3 +334,136 @@ def test_c_dispensing_four_vials_killed_at_any_statement_is_all_or_nothing(crash
         "full_run": statement_summary(log), "rows_written_by_full_run": full, "kills": kills,
         "kill_points_survived": len(kills), "lost_or_partial": 0, "seconds": time.monotonic() - started,
         "done_after_crashes": "all (the after-COMMIT child dispensed the four vials)"})
+
+
+# --------------------------------------------------------------------------- (b) score a potency plate
+
+def potency_config(tmp_path: Path) -> dict:
+    return {"POTENCY_IMAGE_DIR": str(tmp_path / "images"), "POTENCY_SCORING_PROCESSES": 1,
+            "POTENCY_HUEY_IMMEDIATE": True, "POTENCY_HUEY_FILE": str(tmp_path / "huey.db")}
+
+
+def scoring_run(users) -> int:
+    """A run of the small plate layout (10 wells, one field each), images uploaded, in scoring."""
+    from labsys.potency import services
+    from tests.potency.app_support import layout_files, make_run
+
+    run = make_run(users["technician"])
+    services.upload_images(users["technician"], run, layout_files())
+    services.start_scoring(users["technician"], run)
+    return run.id
+
+
+def potency_state(run_id: int, attempt: dict) -> dict:
+    """What the database holds for the current scoring attempt (``attempt``: its start time and
+    the audit head then): whole fields only — each field's score, the run's counters and both
+    audit entries together — and lot results and the scored state only together."""
+    from labsys.audit.models import AuditEntry
+    from labsys.potency.models import FieldScore, LotResult
+    from labsys.potency.services import get_run
+    from labsys.potency.states import RunState
+
+    _db.session.rollback()
+    run = get_run(run_id)
+    scores = list(_db.session.scalars(select(FieldScore).where(FieldScore.run_id == run_id,
+                                                               FieldScore.scored_at >= attempt["started_at"])))
+    audited = dict(_db.session.execute(select(AuditEntry.entity_type, func.count(AuditEntry.id)).where(
+        AuditEntry.seq > attempt["audit_head"], AuditEntry.action == "potency.field.score")
+        .group_by(AuditEntry.entity_type)).all())
+    finished = _db.session.scalar(select(func.count(AuditEntry.id)).where(
+        AuditEntry.seq > attempt["audit_head"], AuditEntry.action == "potency.scoring.finish"))
+    lot_results = _db.session.scalar(select(func.count(LotResult.id)).where(LotResult.run_id == run_id))
+    scored = run.state == RunState.SCORED
+    whole_fields = (len(scores) == run.fields_done
+                    and sum(1 for s in scores if s.status == "failed") == run.fields_failed
+                    and audited.get("potency_field_scores", 0) == run.fields_done
+                    and audited.get("potency_runs", 0) == run.fields_done)
+    aggregation = (scored and finished >= 1 and lot_results > 0) or (
+        run.state == RunState.SCORING and finished == 0 and lot_results == 0)
+    return {"state": run.state.value, "fields_done": run.fields_done, "fields_total": run.fields_total,
+            "whole_fields": whole_fields, "aggregation_all_or_nothing": aggregation,
+            "lot_results": lot_results}
+
+
+def potency_kill_points(log: dict) -> list[tuple[tuple[str, int], int, bool]]:
+    """(kill point, fields expected done, scored expected): inside the first field's transaction,
+    before and after a middle field's COMMIT, inside the aggregation, before and after its COMMIT."""
+    last = log["commits"]
+    middle = last // 2
+
+    def first_write(commit: int) -> int:
+        return next(n for n, verb, c in log["statements"] if c == commit - 1 and verb in ("INSERT", "UPDATE"))
+
+    return [(("statement", first_write(1)), 0, False), (("commit", middle), middle - 1, False),
+            (("after_commit", middle), middle, False), (("statement", first_write(last)), last - 1, False),
+            (("commit", last), last - 1, False), (("after_commit", last), last - 1, True)]
+
+
+@pytest.mark.slow
+def test_b_scoring_a_potency_plate_killed_anywhere_keeps_whole_fields_and_can_be_scored_again(
+        crash_app, engine_name, tmp_path):
+    from labsys.db import utcnow
+    from labsys.potency import services
+    from labsys.potency.models import LotResult
+
+    started = time.monotonic()
+    config = potency_config(tmp_path)
+    crash_app.config.update(config)
+    harness = Harness(crash_app, engine_name, tmp_path, config)
+    with crash_app.app_context():
+        users = _users()
+        measured = scoring_run(users)
+        target = scoring_run(users)
+        attempt = {"started_at": utcnow() - dt.timedelta(seconds=1), "audit_head": audit_head()}
+        _db.session.remove()
+    cache = str(tmp_path / "field-scores.pickle")
+    exitcode, log = harness.child("score_potency_plate", {"run_id": measured, "score_cache": cache})
+    assert exitcode == 0, f"the full scoring failed in the child (exit {exitcode})"
+    with crash_app.app_context():
+        full = potency_state(measured, {"started_at": attempt["started_at"], "audit_head": 0})
+        expected_results = sorted(_db.session.execute(select(LotResult.lot_identifier, LotResult.ratio,
+                                                             LotResult.percent_inhibition)
+                                                      .where(LotResult.run_id == measured)).all())
+    assert full["state"] == "scored" and full["fields_done"] == full["fields_total"] == 10, full
+    assert log["commits"] == full["fields_total"] + 1, "one commit per field and one for the aggregation"
+
+    kills = []
+    for point, fields, scored in potency_kill_points(log):
+        with crash_app.app_context():
+            run = services.get_run(target)
+            if run.state.value != "scoring":  # a crashed job leaves the run in scoring: stop it, score again
+                raise AssertionError(f"run is {run.state.value} before a kill")
+            attempt = {"started_at": utcnow(), "audit_head": audit_head()}
+            _db.session.remove()
+        harness.kill("score_potency_plate", {"run_id": target, "score_cache": cache}, point)
+        with crash_app.app_context():
+            found = potency_state(target, attempt)
+            chain = chain_ok()
+            kills.append({"kill": point, "found": found, "expected_fields": fields, "expected_scored": scored,
+                          "chain": chain})
+            assert found["whole_fields"] and found["aggregation_all_or_nothing"], kills[-1]
+            assert found["fields_done"] == fields and (found["state"] == "scored") == scored, kills[-1]
+            assert chain["ok"], kills[-1]
+            if not scored:  # recover as a user would: stop the stuck run with a reason, score again
+                run = services.get_run(target)
+                services.stop_scoring(users_now("technician"), run, "scoring worker killed (crash test)")
+                services.start_scoring(users_now("technician"), services.get_run(target))
+            _db.session.remove()
+
+    with crash_app.app_context():
+        results = sorted(_db.session.execute(select(LotResult.lot_identifier, LotResult.ratio,
+                                                    LotResult.percent_inhibition)
+                                             .where(LotResult.run_id == target)).all())
+    # Scored after five crashes, the plate gives the same lot results as the run never killed.
+    assert results == expected_results and results, (results, expected_results)
+    record(engine_name, "score_potency_plate", {
+        "full_run": statement_summary(log), "atomic_unit": "one field (score + run progress + audit), "
+        "then the aggregation (lot results + validity + state scored)", "kills": kills,
+        "kill_points_survived": len(kills), "lost_or_partial": 0, "seconds": time.monotonic() - started,
+        "done_after_crashes": "scored; lot results equal those of the run never killed"})
+
+
+def users_now(username: str):
+    from labsys.auth.services import find_user
+
+    return find_user(username)
