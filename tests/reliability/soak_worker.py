@@ -218,6 +218,8 @@ def _open_cell_orders(limit: int = 12):
 
 
 def op_allocate(ctx: Context, users: dict) -> list[int] | None:
+    from labsys.batches.states import VialStatus
+    from labsys.batches.vials import vials_of
     from labsys.chain_of_custody import services as custody
 
     order = ctx.pick([o for o in _open_cell_orders() if not custody.active_allocations(o)])
@@ -226,8 +228,11 @@ def op_allocate(ctx: Context, users: dict) -> list[int] | None:
     proposal = custody.propose_vials(order)
     if not proposal.vials:
         return None
-    allocations = custody.allocate(users[ctx.rng.choice(["pharmacist", "pharmacist2"])], order,
-                                   [vial.identifier for vial in proposal.vials])
+    chosen = [vial.identifier for vial in proposal.vials]
+    if ctx.rng.random() < 0.5:  # the pharmacist picks other vials of the lot than the proposal's
+        stock = [vial.identifier for vial in vials_of(proposal.lot, VialStatus.AVAILABLE)]
+        chosen = ctx.rng.sample(stock, len(chosen)) if len(stock) >= len(chosen) else chosen
+    allocations = custody.allocate(users[ctx.rng.choice(["pharmacist", "pharmacist2"])], order, chosen)
     return [allocation.id for allocation in allocations]
 
 
@@ -544,6 +549,19 @@ def check_invariants(before: dict[str, int], workers: list[dict]) -> dict[str, A
                   or (b not in kinds and status != BatchStatus.QUARANTINE)]
     found["no_lot_with_two_decisions"] = {"ok": all(n == 1 for n in decisions.values()) and not mismatched,
                                           "decisions": sum(decisions.values()), "status_mismatch": mismatched}
+
+    # One set of vials per order: its allocations are all active, or all dispensed, one set of
+    # the vials the dose needs (cancelled sets aside).
+    sets: dict[int, Counter] = defaultdict(Counter)
+    for order_id, status in session.execute(select(CustodyAllocation.order_id, CustodyAllocation.status)):
+        sets[order_id][status.value] += 1
+    needed = dict(session.execute(select(InfusionOrder.id, InfusionOrder.target_cells)).all())
+    per_vial = 10_000_000
+    two_sets = {order_id: dict(counts) for order_id, counts in sets.items()
+                if counts["active"] + counts["dispensed"] not in (0, -(-needed[order_id] // per_vial))
+                or (counts["active"] and counts["dispensed"])}
+    found["one_vial_set_per_order"] = {"ok": not two_sets, "orders_with_vials": len(sets),
+                                       "orders_with_two_sets": two_sets}
 
     # One current QC result per lot and test.
     current = Counter(session.execute(select(QCResult.batch_id, QCResult.test_code)
