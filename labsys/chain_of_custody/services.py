@@ -225,6 +225,11 @@ def allocate(user: User, order: InfusionOrder, vial_identifiers: Sequence[str]) 
     actor = actor_of(user)
     try:
         with unit_of_work(actor, "custody.allocate"):
+            # Again under the write lock: another pharmacist may have just allocated other vials.
+            if order.status != OrderStatus.OPEN:
+                raise InvalidTransition(_("The order is %(s)s, not open.", s=OrderStatus(order.status).value))
+            if active_allocations(order):
+                raise RuleViolation(_("Vials are already allocated to this order; cancel them first."))
             allocations = []
             for vial in vials:
                 custody_event(actor, vial, CustodyEventType.ALLOCATED, VialStatus.ALLOCATED, order=order,
