@@ -112,11 +112,15 @@ def write_transaction(session: Any):
     """Start a fresh transaction meant to write. Any read transaction the session had open is
     ended first (its objects are reloaded on access, so they are read under the write lock).
     On SQLite the new transaction is BEGIN IMMEDIATE: writers queue instead of failing on a
-    stale snapshot; readers (WAL) are never blocked. PostgreSQL needs nothing special."""
+    stale snapshot; readers (WAL) are never blocked. On PostgreSQL the transaction takes the
+    audit-chain lock first, before any row lock: every write appends to the chain, so writers
+    were serialized from their first flush anyway, and one lock order (chain, then rows) leaves
+    no deadlock — a writer holding the chain lock and waiting for a row that another writer had
+    updated before asking for the chain (found by the race soak, tests/reliability)."""
     session.rollback()
     token = _writing.set(True)
     try:
-        session.connection()  # begin now, while the flag is set
+        lock_audit_chain(session.connection())  # begin now, while the flag is set
         yield session
     finally:
         _writing.reset(token)

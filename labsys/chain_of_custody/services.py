@@ -225,6 +225,11 @@ def allocate(user: User, order: InfusionOrder, vial_identifiers: Sequence[str]) 
     actor = actor_of(user)
     try:
         with unit_of_work(actor, "custody.allocate"):
+            # Again under the write lock: another pharmacist may have just allocated other vials.
+            if order.status != OrderStatus.OPEN:
+                raise InvalidTransition(_("The order is %(s)s, not open.", s=OrderStatus(order.status).value))
+            if active_allocations(order):
+                raise RuleViolation(_("Vials are already allocated to this order; cancel them first."))
             allocations = []
             for vial in vials:
                 custody_event(actor, vial, CustodyEventType.ALLOCATED, VialStatus.ALLOCATED, order=order,
@@ -273,7 +278,12 @@ def thaw(user: User, vial: Vial, temperature_c: Decimal | None = None, note: str
     actor = actor_of(user)
     try:
         with unit_of_work(actor, "custody.thaw"):
-            order = db.session.get(InfusionOrder, allocation_of_vial(vial).order_id)
+            # Again under the write lock: the allocation may have been cancelled meanwhile.
+            allocation = allocation_of_vial(vial)
+            if VialStatus(vial.status) != VialStatus.ALLOCATED or allocation is None:
+                raise InvalidTransition(_("Only a vial allocated to a kit is thawed; %(v)s is %(s)s.",
+                                          v=vial.identifier, s=VialStatus(vial.status).value))
+            order = db.session.get(InfusionOrder, allocation.order_id)
             event = custody_event(actor, vial, CustodyEventType.THAWED, VialStatus.THAWED,
                                   temperature_c=temperature_c, order=order, to_location="pharmacy",
                                   note=(note or "").strip() or None)

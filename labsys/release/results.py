@@ -162,6 +162,19 @@ def _new_result(user: User, batch: Batch, version: SpecificationVersion, data: R
     return result
 
 
+def _recheck_under_lock(batch: Batch, test_codes: list[str]) -> None:
+    """Inside the unit of work: lock the batch row and check again what was checked before it,
+    because another entry or a QA decision may have committed in between. FOR UPDATE makes
+    concurrent entries for one lot wait for each other, and for a decision, which updates the
+    batch (PostgreSQL); on SQLite the writer lock (BEGIN IMMEDIATE) already does."""
+    db.session.refresh(batch, with_for_update=True)
+    _require_open(batch)
+    taken = [code for code in test_codes if current_result(batch, code) is not None]
+    if taken:
+        raise refuse(_("Nothing was saved."), [("test_code", _("A result for %(code)s exists: correct it instead.",
+                                                                code=code)) for code in taken])
+
+
 def enter_result(user: User, batch: Batch, data: ResultInput) -> QCResult:
     """Record one result of one test of the batch's specification version."""
     require_role(user, *ENTRY_ROLES)
@@ -171,6 +184,7 @@ def enter_result(user: User, batch: Batch, data: ResultInput) -> QCResult:
     if problems:
         raise refuse(_("Nothing was saved."), problems)
     with work(user, "qc_result.enter"):
+        _recheck_under_lock(batch, [values["test_code"]])
         result = _new_result(user, batch, version, data, values)  # type: ignore[arg-type]
     return result
 
@@ -190,6 +204,7 @@ def enter_panel(user: User, batch: Batch, entries: list[ResultInput]) -> list[QC
         raise refuse(_("Nothing was saved."), problems)
     panel_key = f"FCM-{batch.identifier}-{utcnow():%Y%m%d%H%M%S}"
     with work(user, "qc_result.enter_panel"):
+        _recheck_under_lock(batch, [values["test_code"] for _entry, values in checked])
         results = [_new_result(user, batch, version, entry, values, panel_key)  # type: ignore[arg-type]
                    for entry, values in checked]
     return results

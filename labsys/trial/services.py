@@ -249,6 +249,14 @@ def _eligibility(trial: Trial, answers: rules.ScreeningAnswers) -> tuple[Eligibi
     return EligibilityStatus(rules.eligibility_status(results)), results
 
 
+def _require_free_screening_number(trial: Trial, screening_number: str) -> None:
+    if db.session.scalar(select(Patient.id).where(Patient.trial_id == trial.id,
+                                                  Patient.screening_number == screening_number)):
+        raise RuleViolation(_("Screening number %(n)s is already used.", n=screening_number),
+                            [_("Screening number %(n)s is already used.", n=screening_number)],
+                            field="screening_number")
+
+
 def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.date | None = None) -> Patient:
     """Record a screened patient. Any failing criterion (age outside the range, implausible
     weight, an exclusion present, no consent) refuses enrolment with every reason; unassessed
@@ -258,11 +266,7 @@ def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.da
     if not screening_number:
         raise RuleViolation(_("The screening number is required."), [_("The screening number is required.")],
                             field="screening_number")
-    if db.session.scalar(select(Patient.id).where(Patient.trial_id == trial.id,
-                                                  Patient.screening_number == screening_number)):
-        raise RuleViolation(_("Screening number %(n)s is already used.", n=screening_number),
-                            [_("Screening number %(n)s is already used.", n=screening_number)],
-                            field="screening_number")
+    _require_free_screening_number(trial, screening_number)
     if allocation_counts(trial)["used"] >= trial.target_enrolment:
         raise RuleViolation(_("Enrolment is complete: the target of %(n)d randomized patients is reached.",
                               n=trial.target_enrolment),
@@ -271,6 +275,8 @@ def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.da
     answers, age = _screening(trial, values, today)
     status, _results = _eligibility(trial, answers)
     with unit_of_work(actor_of(user), "trial.enrol"):
+        # Again under the write lock: the same number may have just been enrolled at another desk.
+        _require_free_screening_number(trial, screening_number)
         patient = Patient(
             trial_id=trial.id, screening_number=screening_number,
             year_of_birth=values.get("year_of_birth"), age_years=age, sex=Sex(values["sex"]),

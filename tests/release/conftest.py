@@ -47,10 +47,14 @@ def potency_runs(app):
 
 
 class LotBuilder:
-    def __init__(self, users):
+    """Builds filled lots in quarantine through the batches services. ``prefix`` keeps donor codes
+    apart when several builders share one database; ``reagent_ids`` reuses released reagents."""
+
+    def __init__(self, users, prefix: str = "D-T", reagent_ids: list[int] | None = None):
         self.users = users
         self.count = 0
-        self.reagent_ids: list[int] | None = None
+        self.prefix = prefix
+        self.reagent_ids: list[int] | None = reagent_ids
         self.box = None
 
     def _setup(self):
@@ -65,13 +69,16 @@ class LotBuilder:
         self.box = vial_services.create_box(tech, rack, "BOX-1", 9, 9)
 
     def lot(self, vial_count: int = 4, passages: int = 2, days_ago: int = 40, eligible: bool = True,
-            verify_fill: bool = True):
+            fill: bool = True, verify_fill: bool = True):
+        """A lot filled with ``vial_count`` vials (in quarantine), the fill verified by a second
+        person unless ``verify_fill=False``; with ``fill=False`` the batch stops in process, its
+        passages verified, ready to be filled."""
         if self.reagent_ids is None:
             self._setup()
         self.count += 1
         tech, tech2, qa = self.users["technician"], self.users["technician2"], self.users["qa2"]
         today = dt.date.today()
-        donor = batch_services.register_donor(tech, f"D-T-{self.count:03d}", today - dt.timedelta(days=days_ago + 30),
+        donor = batch_services.register_donor(tech, f"{self.prefix}-{self.count:03d}", today - dt.timedelta(days=days_ago + 30),
                                               ScreeningOutcome.ACCEPTABLE, today - dt.timedelta(days=days_ago + 1),
                                               CLEAN if eligible else {**CLEAN, Marker.HBSAG: MarkerResult.REACTIVE})
         batch_services.determine_eligibility(qa, donor, SignatureCheck(qa, SignatureMeaning.APPROVED, "t"))
@@ -94,6 +101,8 @@ class LotBuilder:
             batch_services.verify_passage(tech2, passage, passage.harvested_viable_cells, passage.viability_percent,
                                           SignatureCheck(tech2, SignatureMeaning.VERIFIED, "t"))
             cells = harvested
+        if not fill:
+            return batch
         last = batch.passages[-1].step.ended_at
         vial_services.fill_batch(tech, batch, vial_count, 10_000_000, Decimal("5.0"), "CryoStor CS10",
                                  Decimal("93.0"), last + dt.timedelta(hours=3), "FILL-01",

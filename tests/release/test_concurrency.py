@@ -64,3 +64,48 @@ def test_two_qa_users_releasing_at_once_record_exactly_one_decision(app, db, lot
     assert db.session.scalar(select(func.count(Signature.id)).where(Signature.entity_type == "release_decisions")) == 1
     status = db.session.get(Batch, batch_id).status
     assert status == (BatchStatus.RELEASED if outcomes[winners[0]] == "released" else BatchStatus.REJECTED)
+
+
+def test_two_entries_of_one_test_at_once_record_exactly_one_current_result(app, db, lots, users, monkeypatch):
+    """Found by the race soak (tests/reliability/test_race_soak.py): both entries passed the
+    "a result exists" check before either wrote, and the lot got two current KARYOTYPE results."""
+    from labsys.errors import RuleViolation
+    from labsys.release import results
+    from labsys.release.models import QCResult
+
+    from .conftest import enter_results, result_input
+
+    batch = lots.lot(vial_count=2)
+    enter_results(users, batch, skip=("KARYOTYPE",))
+    batch_id = batch.id
+    both_checked = threading.Barrier(2)
+    original = results._problems
+
+    def checked_then_wait(*args, **kwargs):
+        found = original(*args, **kwargs)
+        both_checked.wait(timeout=10)  # both entries have passed the check before either writes
+        return found
+
+    monkeypatch.setattr(results, "_problems", checked_then_wait)
+    outcomes: list[str] = []
+
+    def enter(username: str):
+        with app.app_context():
+            try:
+                user = _db.session.get(type(users[username]), users[username].id)
+                results.enter_result(user, _db.session.get(Batch, batch_id), result_input("KARYOTYPE", "normal"))
+                outcomes.append("entered")
+            except RuleViolation as error:
+                outcomes.append(error.reasons[0])
+            finally:
+                _db.session.remove()
+
+    threads = [threading.Thread(target=enter, args=(name,)) for name in ("technician", "technician2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    db.session.rollback()
+    assert sorted(outcomes) == sorted(["entered", "A result for KARYOTYPE exists: correct it instead."])
+    assert db.session.scalar(select(func.count(QCResult.id)).where(
+        QCResult.batch_id == batch_id, QCResult.test_code == "KARYOTYPE", QCResult.superseded_by_id.is_(None))) == 1
