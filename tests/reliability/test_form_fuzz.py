@@ -8,7 +8,8 @@ the HTML), plus generic names for routes whose form no page shows. The URL argum
 records (labsys.navigation.route_examples). Asserted: no 5xx, and nothing is written when the
 answer is a refusal (4xx, or 200 with the form shown again): the row count of every table and
 the audit trail (apart from the security events a failed password or signature records on
-purpose) are unchanged.
+purpose) are unchanged. A refusal is a 4xx, a page shown again with field errors or a red
+message, or a redirect carrying a red message.
 
 Posts per route and role: LABSYS_FUZZ_EXAMPLES (default 4; the full run uses 40). The figures
 go to test-artifacts/reliability/form-fuzz-<engine>.json."""
@@ -142,6 +143,8 @@ def test_hostile_form_posts_never_fail_and_write_nothing_when_refused(app, engin
             fields = fields_of.get(endpoint) or {name: [] for name in GENERIC_FIELDS}
             for _ in range(examples):
                 data = hostile_data(rng, fields, username)
+                with client.http.session_transaction() as session:
+                    session.pop("_flashes", None)  # a redirect's red message must be this post's
                 if endpoint.startswith("custody_api."):
                     response = client.http.post(url, json=data, headers={"X-CSRFToken": token})
                 else:
@@ -152,7 +155,7 @@ def test_hostile_form_posts_never_fail_and_write_nothing_when_refused(app, engin
                 if status >= 500:
                     figures["server_errors"] += 1
                     failures.append(f"{status} {username} {endpoint} {url} {_summary(data)}")
-                refused = status >= 400 or (status == 200 and response.mimetype == "text/html")
+                refused = _is_refusal(client, response)
                 after, audit_now = stored_counts(), last_audit_id()
                 if refused:
                     figures["refused"] += 1
@@ -163,8 +166,9 @@ def test_hostile_form_posts_never_fail_and_write_nothing_when_refused(app, engin
                 else:
                     figures["accepted"] += 1
                 before, audit_since = after, audit_now
-                if status == 302 and "/login" in response.headers.get("Location", "") or \
-                        status == 302 and "/account/password" in response.headers.get("Location", ""):
+                location = response.headers.get("Location", "")
+                if status in (302, 303) and ("/login" in location or "/account/password" in location) \
+                        and client.get("/").status_code != 200:  # the session really ended
                     client, token = _sign_in_again(app, username)
                     clients[username] = client
                     figures["re_sign_ins"] += 1
@@ -175,6 +179,20 @@ def test_hostile_form_posts_never_fail_and_write_nothing_when_refused(app, engin
     assert figures["posts"] >= len(routes) * len(ROLES) * examples
     assert figures["routes_with_fields_from_pages"] > 40
     assert figures["refused"] > figures["posts"] // 2
+
+
+def _is_refusal(client: LabClient, response) -> bool:
+    """4xx; a page shown again with field errors or a red message; or a redirect carrying a red
+    message (a refusal flashed for the next page)."""
+    if response.status_code >= 400:
+        return True
+    if response.status_code == 200 and response.mimetype == "text/html":
+        html = response.get_data(as_text=True)
+        return 'class="field-errors"' in html or 'class="alert alert-danger"' in html
+    if 300 <= response.status_code < 400:
+        with client.http.session_transaction() as session:
+            return any(category == "danger" for category, _ in session.get("_flashes", []))
+    return False
 
 
 def _sign_in_again(app, username: str):
