@@ -65,7 +65,38 @@ def _rollback() -> None:
         pass
 
 
+class MalformedInput(LabsysError):
+    status_code = 400
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def refuse_nul_characters() -> None:
+    """No field of labsys accepts a NUL character (no keyboard types one, and PostgreSQL cannot
+    store one in text: it would fail the request with a 500). Refused at the door with 400, for
+    the address, the query, form fields, file names and JSON bodies alike."""
+    values: list[object] = [request.path, list(request.args.items(multi=True))]
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        values.append(list(request.form.items(multi=True)))
+        values.append([f.filename for f in request.files.values()])
+        if request.is_json:
+            values.append(request.get_json(silent=True))
+    if any(_holds_nul(v) for v in values):
+        raise MalformedInput(_("The request contains a NUL character, which no field accepts."),
+                             [_("Remove the NUL character (U+0000) and send it again.")])
+
+
 def register_errorhandlers(app: Flask) -> None:
+    app.before_request(refuse_nul_characters)
+
     def render(status: int, title: str, message: str, reasons: list[str] | None = None,
                error: str = "Error"):
         _rollback()

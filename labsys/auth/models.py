@@ -55,7 +55,7 @@ class User(Audited, UserMixin, db.Model):
 
     @property
     def role_set(self) -> frozenset[Role]:
-        return frozenset(r.role for r in self.roles)
+        return frozenset(r.role for r in self.roles if r.revoked_at is None)
 
     def has_role(self, *roles: Role | str) -> bool:
         return bool(self.role_set & {Role(r) for r in roles})
@@ -78,6 +78,8 @@ class UserRole(Audited, db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"))
+    # A role taken away is marked, never deleted (regulated records are never deleted).
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     user: Mapped[User] = relationship(back_populates="roles")
 
 

@@ -122,8 +122,16 @@ def set_roles(admin: Actor, user: User, roles: Iterable[Role | str]) -> None:
         record_event(admin, "user.roles", "users", user.id,
                      {"roles": sorted(r.value for r in wanted)},
                      old={"roles": sorted(r.value for r in user.role_set)})
-        user.roles = [r for r in user.roles if r.role in wanted] + [
-            UserRole(role=r) for r in sorted(wanted - user.role_set, key=lambda r: r.value)]
+        # Roles taken away are marked revoked (UserRole rows are regulated: never deleted or
+        # orphaned); a role given back is the same row, revoked no more.
+        now = utcnow()
+        held = {r.role: r for r in user.roles}
+        for role, row in held.items():
+            if role not in wanted and row.revoked_at is None:
+                row.revoked_at = now
+            elif role in wanted and row.revoked_at is not None:
+                row.revoked_at = None
+        user.roles.extend(UserRole(role=r) for r in sorted(wanted - held.keys(), key=lambda r: r.value))
 
 
 def deactivate_user(admin: Actor, user: User, reason: str) -> None:

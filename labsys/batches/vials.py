@@ -127,6 +127,8 @@ def apply_vial_transition(actor: Actor, vial: Vial, new_status: VialStatus, note
     vial.status = new_status
     location = vial.location
     if new_status not in IN_STORAGE_STATES and vial.box_id is not None:
+        # Clear the relationship too: a loaded ``vial.box`` would outlive a cleared ``box_id``.
+        vial.box = None
         vial.box_id = vial.row = vial.column = None
     record_custody_event(actor, vial, f"status.{new_status.value}", from_location=location,
                          to_location=vial.location, note=note or f"{old.value} -> {new_status.value}")

@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -33,6 +34,30 @@ class CheckedImage:
     height: int
     bit_depth: int
     channel: int | None
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def unsafe_name_reason(filename: str) -> str | None:
+    """Why an uploaded file's name is refused: browsers send a bare file name, so a folder path
+    (``../``, ``/etc/…``, ``C:\\…``) or a control character means a hostile or broken client."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        return f"{filename!r}: the file name holds control characters"
+    if "/" in filename or "\\" in filename or filename in (".", "..") or re.match(r"^[A-Za-z]:", filename):
+        return f"{filename!r}: the file name may not contain a folder path"
+    return None
+
+
+def stream_size(source: bytes | BinaryIO) -> int:
+    """Byte size of an upload without reading it (the stream is left at its start)."""
+    if isinstance(source, (bytes, bytearray)):
+        return len(source)
+    source.seek(0, os.SEEK_END)
+    size = source.tell()
+    source.seek(0)
+    return size
 
 
 def parse_field_name(filename: str) -> tuple[str, int] | None:
@@ -70,19 +95,26 @@ def check_image(data: bytes, filename: str, max_bytes: int, max_pixels: int,
         raise UnreadableImage(f"{filename}: the file is empty")
     if len(data) > max_bytes:
         raise UnreadableImage(f"{filename}: {len(data)} bytes exceed the limit of {max_bytes}")
+    content = "TIFF" if data[:4] in TIFF_MAGIC else "PNG" if data[:8] == PNG_MAGIC else None
+    extension = Path(filename).suffix.lower()
+    named = "TIFF" if extension in (".tif", ".tiff") else "PNG" if extension == ".png" else None
+    if content and named and content != named:
+        raise UnreadableImage(f"{filename}: the file holds a {content} image but its name says {named}")
     plane, taken = decode(data, filename, max_pixels, channel)
     return CheckedImage(filename=filename, data=data, sha256=hashlib.sha256(data).hexdigest(),
                         width=int(plane.shape[1]), height=int(plane.shape[0]),
                         bit_depth=8 if plane.dtype == np.uint8 else 16, channel=taken)
 
 
-def unpack_zip(data: bytes, max_entries: int, max_total_bytes: int, max_ratio: float = 200.0) -> list[tuple[str, bytes]]:
-    """The image files of a zip archive, refusing archives that are bombs or too big: too many
-    entries, too many uncompressed bytes in total (from the directory, then while reading), or an
-    entry compressed beyond ``max_ratio``."""
+def unpack_zip(data: bytes | BinaryIO, max_entries: int, max_total_bytes: int, max_ratio: float = 200.0,
+               max_member_bytes: int | None = None) -> list[tuple[str, bytes]]:
+    """The image files of a zip archive (bytes or a seekable upload stream, read entry by entry),
+    refusing archives that are bombs or too big: too many entries, too many uncompressed bytes in
+    total (from the directory, then while reading), an entry larger than ``max_member_bytes`` or
+    compressed beyond ``max_ratio`` (all refused before the entry is read)."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise UnreadableImage("the zip archive is corrupt") from None
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir()
@@ -95,6 +127,8 @@ def unpack_zip(data: bytes, max_entries: int, max_total_bytes: int, max_ratio: f
         files = []
         total = 0
         for info in infos:
+            if max_member_bytes is not None and info.file_size > max_member_bytes:
+                raise UnreadableImage(f"{info.filename}: {info.file_size} bytes exceed the limit of {max_member_bytes}")
             if info.compress_size and info.file_size / info.compress_size > max_ratio:
                 raise UnreadableImage(f"{info.filename}: compressed {info.file_size / info.compress_size:.0f}:1, "
                                       "refused as a possible zip bomb")

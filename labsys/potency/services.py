@@ -9,7 +9,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 import numpy as np
 from flask import current_app
@@ -25,7 +25,8 @@ from labsys.errors import ConcurrentChange, NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.potency import rules
 from labsys.potency.evaluation import RunEvaluation, evaluate_run, replicate_group_for
-from labsys.potency.images import ContentStore, UnreadableImage, check_image, parse_field_name, unpack_zip
+from labsys.potency.images import (ContentStore, UnreadableImage, check_image, parse_field_name, stream_size,
+                                   unpack_zip, unsafe_name_reason)
 from labsys.potency.models import (CalibratedParameterSet, FieldImage, FieldScore, LotResult, PlateWell,
                                    PotencyRun)
 from labsys.potency.parameters import DEFAULT_PARAMETER_SET_NAME, PARAMETER_SETS, ParameterSet
@@ -220,23 +221,33 @@ def save_layout(user: User, run: PotencyRun, assignments: dict[str, WellAssignme
     return run
 
 
-def upload_images(user: User, run: PotencyRun, files: list[tuple[str, bytes]], *,
+def upload_images(user: User, run: PotencyRun, files: list[tuple[str, bytes | BinaryIO]], *,
                   well: str | None = None, field_number: int | None = None) -> list[FieldImage]:
     """Check and store field images. Names give well and field (``B03_f2.tif``); a zip archive is
     unpacked (bombs and huge archives refused). A single file may instead name its well and
-    field explicitly. Every problem is reported, and if there is any, NOTHING is stored."""
+    field explicitly. Every problem is reported, and if there is any, NOTHING is stored.
+
+    Each file is bytes or a seekable stream (an upload spooled to disk): its size is checked
+    before it is read, so an oversized file never enters memory."""
     _require_state(run, RunState.DRAFT, doing="take images")
+    max_image_bytes = _limit("POTENCY_MAX_IMAGE_MB") * 1024 * 1024
     reasons: list[str] = []
     expanded: list[tuple[str, bytes]] = []
     for filename, data in files:
-        if filename.lower().endswith(".zip"):
+        unsafe = unsafe_name_reason(filename)
+        if unsafe:
+            reasons.append(unsafe)
+        elif filename.lower().endswith(".zip"):
             try:
                 expanded.extend(unpack_zip(data, _limit("POTENCY_MAX_ZIP_ENTRIES"),
-                                           _limit("POTENCY_MAX_ZIP_MB") * 1024 * 1024))
+                                           _limit("POTENCY_MAX_ZIP_MB") * 1024 * 1024,
+                                           max_member_bytes=max_image_bytes))
             except UnreadableImage as refused:
                 reasons.append(f"{filename}: {refused}")
+        elif (size := stream_size(data)) > max_image_bytes:
+            reasons.append(f"{filename}: {size} bytes exceed the limit of {max_image_bytes}")
         else:
-            expanded.append((filename, data))
+            expanded.append((filename, data if isinstance(data, bytes) else data.read()))
     if not expanded and not reasons:
         reasons.append("files: choose at least one image or zip archive")
     wells = {w.well: w for w in run.wells if w.condition != WellCondition.EMPTY}
@@ -264,7 +275,7 @@ def upload_images(user: User, run: PotencyRun, files: list[tuple[str, bytes]], *
             reasons.append(f"{filename}: {target[0]} field {target[1]} appears twice in this upload")
             continue
         try:
-            checked = check_image(data, filename, _limit("POTENCY_MAX_IMAGE_MB") * 1024 * 1024,
+            checked = check_image(data, filename, max_image_bytes,
                                   _limit("POTENCY_MAX_IMAGE_PIXELS"), run.image_channel)
         except UnreadableImage as refused:
             reasons.append(str(refused))

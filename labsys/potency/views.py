@@ -144,7 +144,8 @@ def upload(run_id: int):
     form = UploadForm()
     reasons: list[str] = []
     if form.validate_on_submit():
-        files = [(f.filename or "", f.read()) for f in request.files.getlist(form.files.name) if f and f.filename]
+        # Streams, not bytes: the service checks each size before reading (no 200 MB in memory).
+        files = [(f.filename or "", f.stream) for f in request.files.getlist(form.files.name) if f and f.filename]
         try:
             created = services.upload_images(current_user, run, files, well=form.well.data or None,
                                              field_number=form.field_number.data)

@@ -201,3 +201,24 @@ def test_password_rotation_is_off_by_default_and_enforced_when_configured(app, l
     app.config["PASSWORD_MAX_AGE_DAYS"] = 365
     response = client.get("/")
     assert response.status_code == 302 and response.headers["Location"].endswith("/account/password")
+
+
+def test_an_admin_changes_a_users_roles_and_taken_roles_are_revoked_not_deleted(app, login_as, db, demo_users):
+    """Found by the form fuzzer: replacing a role failed with a 500 (the removed role row was
+    orphaned with no user). A taken role is now marked revoked; giving it back reuses the row."""
+    from labsys.auth.models import UserRole
+
+    user, _ = services.create_user(Actor.system("test"), "rolechange", "Role Change", ["technician"])
+    admin = login_as("admin")
+    response = admin.post_form(f"/admin/users/{user.id}", {"roles": ["qa"]})
+    assert response.status_code == 302
+    db.session.rollback()
+    assert db.session.get(User, user.id).role_set == {"qa"}
+    rows = {r.role.value: r.revoked_at for r in db.session.scalars(select(UserRole).where(UserRole.user_id == user.id))}
+    assert set(rows) == {"technician", "qa"} and rows["technician"] is not None and rows["qa"] is None
+    assert admin.post_form(f"/admin/users/{user.id}", {"roles": ["technician", "admin"]}).status_code == 302
+    db.session.rollback()
+    assert db.session.get(User, user.id).role_set == {"technician", "admin"}
+    assert _count(db, UserRole, UserRole.user_id == user.id) == 3
+    entries = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "user.roles")).all()
+    assert len(entries) >= 2

@@ -295,6 +295,22 @@ def test_vials_are_stored_and_moved_with_custody_events(db, lab):
     assert grid[2][2].id == first.id and grid[0][0] is None
 
 
+def test_a_stored_vial_taken_out_of_use_leaves_its_box_with_a_custody_event(db, lab):
+    """Found by the form fuzzer: destroying a vial that sits in a box used to fail with a
+    TypeError (the loaded box outlived the cleared position)."""
+    batch = lab.filled(vials=1)
+    box = vial_services.create_box(lab.tech, vial_services.create_rack(lab.tech, vial_services.create_tank(lab.tech, "T"), "R"), "B", 2, 2)
+    vial_services.store_vials_in_box(lab.tech, vial_services.vials_of(batch), box)
+    vial = vial_services.vials_of(batch)[0]
+    assert vial.location == "T/R/B/A1"
+    vial_services.transition_vial(lab.qa, vial, VialStatus.DESTROYED, reason="Dropped in the tank")
+    assert vial.status == VialStatus.DESTROYED and vial.location is None and vial.box_id is None
+    event = vial_services.custody_events(vial)[-1]
+    assert (event.event_type, event.from_location, event.to_location) == ("status.destroyed", "T/R/B/A1", None)
+    db.session.rollback()
+    assert vial_services.box_grid(box)[0][0] is None
+
+
 def test_two_vials_cannot_share_a_position_in_the_database(db, lab):
     batch = lab.filled(vials=2)
     tank = vial_services.create_tank(lab.tech, "T")

@@ -1,0 +1,26 @@
+"""user roles are revoked, never deleted
+
+Revision ID: a7d3e5f1c2b9
+Revises: 51a4107e6358 (custody)
+Create Date: 2026-11-25 15:55:00
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = 'a7d3e5f1c2b9'
+down_revision = '51a4107e6358'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table('user_roles', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table('user_roles', schema=None) as batch_op:
+        batch_op.drop_column('revoked_at')
