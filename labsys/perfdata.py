@@ -123,14 +123,14 @@ def ensure_demo_base() -> None:
 class Ids:
     """Primary keys handed out in Python (the rows are inserted with their ids)."""
 
-    def __init__(self, session) -> None:
-        self.session = session
+    def __init__(self) -> None:
+        self.connection = None
         self.next: dict[str, Any] = {}
 
     def __call__(self, model: Any) -> int:
         name = model.__tablename__
         if name not in self.next:
-            start = (self.session.scalar(select(func.max(model.id))) or 0) + 1
+            start = (self.connection.scalar(select(func.max(model.id))) or 0) + 1
             self.next[name] = itertools.count(start)
         return next(self.next[name])
 
@@ -188,7 +188,7 @@ class Generator:
         self.random = random.Random(seed)
         self.session = db.session
         self.rows: dict[str, list[dict[str, Any]]] = {}
-        self.ids = Ids(self.session)
+        self.ids = Ids()
 
     # ------------------------------------------------------------------ set-up
     def _user(self, username: str) -> User:
@@ -550,6 +550,7 @@ class Generator:
     def run(self, connection, echo: Callable[[str], None]) -> Generated:
         plan = self.plan
         started = time.perf_counter()
+        self.ids.connection = connection
         head = connection.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
         self.chain = Chain(connection, head.seq if head else 0, head.hash if head else GENESIS_HASH)
         span = (self.window_end - self.window_start) / plan.batches
@@ -624,6 +625,7 @@ def generate(vials: int, force: bool = False, echo: Callable[[str], None] = lamb
     with db.engine.begin() as connection:
         lock_audit_chain(connection)
         result = generator.run(connection, echo)
+    session.rollback()  # later reads see the new rows
     return result
 
 
