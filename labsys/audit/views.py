@@ -8,7 +8,7 @@ import io
 from flask import Blueprint, Response, current_app, render_template, request
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from labsys.audit.models import AuditEntry
 from labsys.audit.services import Actor, record_event, unit_of_work
@@ -17,6 +17,16 @@ from labsys.extensions import db
 from labsys.timefmt import lab_day_bounds
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+# The distinct record types, read as ~30 index seeks (a loose index scan) instead of a
+# DISTINCT over every entry.
+_ENTITY_TYPES = text(
+    "WITH RECURSIVE types(entity_type) AS ("
+    " SELECT min(entity_type) FROM audit_entries"
+    " UNION ALL"
+    " SELECT (SELECT min(a.entity_type) FROM audit_entries a WHERE a.entity_type > types.entity_type)"
+    " FROM types WHERE types.entity_type IS NOT NULL)"
+    " SELECT entity_type FROM types WHERE entity_type IS NOT NULL ORDER BY entity_type")
 
 
 def _filtered_query():
@@ -47,9 +57,14 @@ def _filtered_query():
 @allow(Role.QA, Role.ADMIN)
 def trail():
     query, filters, errors = _filtered_query()
+    filtered = any(filters.values())
     page = db.paginate(query.order_by(AuditEntry.seq.desc()),
-                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=True)
-    entity_types = db.session.scalars(select(AuditEntry.entity_type).distinct().order_by(AuditEntry.entity_type)).all()
+                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=filtered)
+    if not filtered:
+        # The chain numbers its entries 1, 2, 3, … without gaps (``audit verify`` checks it), so
+        # the highest number is the count: no scan of a million-row table per page.
+        page.total = db.session.scalar(select(func.max(AuditEntry.seq))) or 0
+    entity_types = db.session.scalars(_ENTITY_TYPES).all()
     return render_template("audit/trail.html", page=page, filters=filters, errors=errors,
                            entity_types=entity_types)
 

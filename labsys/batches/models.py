@@ -9,7 +9,7 @@ import datetime as dt
 import enum
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Integer, Numeric, String,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, Numeric, String,
                         Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -114,6 +114,8 @@ class Batch(Audited, db.Model):
         UniqueConstraint("facility_code", "year", "sequence"),
         CheckConstraint("length(identifier) = 13", name="identifier_length"),
         CheckConstraint("sequence BETWEEN 1 AND 999999", name="sequence_range"),
+        # The batch list, newest first, reads 25 index entries instead of sorting every batch.
+        Index("ix_batches_started_at_id", "started_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -26,7 +26,7 @@ def vials():
     status = request.args.get("status", "")
     query = select(Vial).order_by(Vial.identifier)
     if term:
-        query = query.where(Vial.identifier.like(f"%{term.upper()}%"))
+        query = query.where(vial_services.identifier_matches(term))
     if status in {s.value for s in VialStatus}:
         query = query.where(Vial.status == VialStatus(status))
     return render_template("batches/vials.html", page=_page(query), term=term, status=status, statuses=list(VialStatus))

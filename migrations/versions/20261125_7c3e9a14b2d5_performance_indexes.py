@@ -1,0 +1,27 @@
+"""performance indexes: batch list order, audit trail by record type
+
+Revision ID: 7c3e9a14b2d5
+Revises: 51a4107e6358
+Create Date: 2026-11-25 15:25:00.000000
+
+"""
+from alembic import op
+
+
+# revision identifiers, used by Alembic.
+revision = '7c3e9a14b2d5'
+down_revision = '51a4107e6358'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # The batch list, newest first (ORDER BY started_at DESC, id DESC LIMIT 25).
+    op.create_index('ix_batches_started_at_id', 'batches', ['started_at', 'id'], unique=False)
+    # The audit trail filtered by record type, newest first (entity_type = ? ORDER BY seq DESC).
+    op.create_index('ix_audit_entries_entity_type_seq', 'audit_entries', ['entity_type', 'seq'], unique=False)
+
+
+def downgrade():
+    op.drop_index('ix_audit_entries_entity_type_seq', table_name='audit_entries')
+    op.drop_index('ix_batches_started_at_id', table_name='batches')
