@@ -40,7 +40,11 @@ def _filtered_query():
     if filters["user"]:
         query = query.where(AuditEntry.actor_name.ilike(f"%{filters['user']}%"))
     if filters["action"]:
-        query = query.where(AuditEntry.action.ilike(f"{filters['action']}%"))
+        # Actions are lower-case dotted names: "starts with" as a range on the action index
+        # (a case-insensitive LIKE would read every entry of the chain).
+        prefix = filters["action"].lower()
+        query = query.where(AuditEntry.action >= prefix,
+                            AuditEntry.action < prefix[:-1] + chr(ord(prefix[-1]) + 1))
     for key in ("from", "to"):
         if filters[key]:
             try:

@@ -49,7 +49,7 @@ class Donor(Audited, db.Model):
     htlv: Mapped[MarkerResult] = _marker("marker_htlv")
     cmv: Mapped[MarkerResult] = _marker("marker_cmv")
     eligibility: Mapped[Eligibility] = mapped_column(enum_column(Eligibility, "eligibility"),
-                                                     default=Eligibility.PENDING)
+                                                     default=Eligibility.PENDING, index=True)
     eligibility_determined_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     eligibility_determined_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -221,7 +221,8 @@ class Passage(Audited, db.Model):
     population_doublings: Mapped[Decimal | None] = mapped_column(Numeric(7, 3))
     cumulative_population_doublings: Mapped[Decimal] = mapped_column(Numeric(7, 3))
     entered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Indexed: the batches panel counts passages awaiting verification on every list page.
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}

@@ -1,4 +1,4 @@
-"""performance indexes: batch list order, audit trail by record type
+"""performance indexes: batch list order and panel counts, audit trail by record type
 
 Revision ID: 7c3e9a14b2d5
 Revises: 51a4107e6358
@@ -20,8 +20,13 @@ def upgrade():
     op.create_index('ix_batches_started_at_id', 'batches', ['started_at', 'id'], unique=False)
     # The audit trail filtered by record type, newest first (entity_type = ? ORDER BY seq DESC).
     op.create_index('ix_audit_entries_entity_type_seq', 'audit_entries', ['entity_type', 'seq'], unique=False)
+    # The batches panel's counts on every list page: passages awaiting verification, donors pending.
+    op.create_index('ix_passages_verified_by_id', 'passages', ['verified_by_id'], unique=False)
+    op.create_index('ix_donors_eligibility', 'donors', ['eligibility'], unique=False)
 
 
 def downgrade():
+    op.drop_index('ix_donors_eligibility', table_name='donors')
+    op.drop_index('ix_passages_verified_by_id', table_name='passages')
     op.drop_index('ix_audit_entries_entity_type_seq', table_name='audit_entries')
     op.drop_index('ix_batches_started_at_id', table_name='batches')
