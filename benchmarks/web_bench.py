@@ -174,14 +174,16 @@ def load_average() -> str:
 
 
 def bench_engine(engine: str, url: str, instance: str, ports: list[int], users: int, duration: int,
-                 workdir: str) -> list[dict]:
+                 workdir: str, scenarios: list[str], external: bool) -> list[dict]:
     fixtures = prepare_fixtures(url, instance)
     path = f"{workdir}/fixtures-{engine}.json"
     Path(path).write_text(json.dumps(fixtures))
-    servers = [start_gunicorn(url, instance, port) for port in ports]
+    servers = [] if external else [start_gunicorn(url, instance, port) for port in ports]
     try:
         results = []
         for label, user_class in SCENARIOS:
+            if label not in scenarios:
+                continue
             print(f"  {engine}: {label} ({users} users, {duration} s, load {load_average()})", flush=True)
             results += run_locust(user_class, [f"http://127.0.0.1:{p}" for p in ports], path, users, duration,
                                   workdir)
@@ -220,6 +222,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--json", help="write the figures to this file too")
+    parser.add_argument("--scenarios", default=",".join(label for label, _ in SCENARIOS),
+                        help="comma-separated subset of: " + ", ".join(label for label, _ in SCENARIOS))
+    parser.add_argument("--external", action="store_true",
+                        help="the servers already run on --ports (scale_out.sh starts them); start none")
     args = parser.parse_args()
     ports = [int(p) for p in args.ports.split(",")]
     if any(not 5100 <= p <= 5199 for p in ports):
@@ -232,7 +238,8 @@ def main() -> None:
         for engine in engines:
             # Fixtures are prepared in a child so each engine gets a fresh app and environment.
             output = subprocess.run([sys.executable, __file__, "--_one", engine, urls[engine], args.instance,
-                                     ",".join(map(str, ports)), str(args.users), str(args.duration), workdir],
+                                     ",".join(map(str, ports)), str(args.users), str(args.duration), workdir,
+                                     args.scenarios, "external" if args.external else "own"],
                                     capture_output=True, text=True)
             sys.stdout.write(output.stderr)
             if output.returncode:
@@ -246,10 +253,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_one":
-        engine, url, instance, ports, users, duration, workdir = sys.argv[2:9]
+        engine, url, instance, ports, users, duration, workdir, scenarios, servers = sys.argv[2:11]
         sys.stdout, real_stdout = sys.stderr, sys.stdout
         results = bench_engine(engine, url, instance, [int(p) for p in ports.split(",")], int(users),
-                               int(duration), workdir)
+                               int(duration), workdir, scenarios.split(","), servers == "external")
         real_stdout.write(json.dumps(results))
     else:
         main()
