@@ -126,7 +126,7 @@ class Batch(Audited, db.Model):
     sequence: Mapped[int] = mapped_column(Integer)
     cord_id: Mapped[int] = mapped_column(ForeignKey("cords.id"), unique=True)
     status: Mapped[BatchStatus] = mapped_column(enum_column(BatchStatus, "batch_status"),
-                                                default=BatchStatus.IN_PROCESS)
+                                                default=BatchStatus.IN_PROCESS, index=True)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     version: Mapped[int] = mapped_column(Integer, default=1)

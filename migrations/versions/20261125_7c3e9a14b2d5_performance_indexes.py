@@ -23,9 +23,11 @@ def upgrade():
     # The batches panel's counts on every list page: passages awaiting verification, donors pending.
     op.create_index('ix_passages_verified_by_id', 'passages', ['verified_by_id'], unique=False)
     op.create_index('ix_donors_eligibility', 'donors', ['eligibility'], unique=False)
+    op.create_index('ix_batches_status', 'batches', ['status'], unique=False)
 
 
 def downgrade():
+    op.drop_index('ix_batches_status', table_name='batches')
     op.drop_index('ix_donors_eligibility', table_name='donors')
     op.drop_index('ix_passages_verified_by_id', table_name='passages')
     op.drop_index('ix_audit_entries_entity_type_seq', table_name='audit_entries')
