@@ -150,6 +150,9 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(users_cli)
     app.cli.add_command(demo_data_command)
+    from labsys.perfdata import perf_data_command
+
+    app.cli.add_command(perf_data_command)
     from labsys import backup
 
     backup.init_app(app)

@@ -20,6 +20,8 @@ class AuditEntry(db.Model):
     __table_args__ = (
         Index("ix_audit_entries_entity", "entity_type", "entity_id"),
         Index("ix_audit_entries_recorded_at", "recorded_at"),
+        # The trail filtered by record type, newest first, without sorting the type's entries.
+        Index("ix_audit_entries_entity_type_seq", "entity_type", "seq"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from flask import current_app
 from sqlalchemy import event, func, inspect, select, text
@@ -86,8 +86,12 @@ def snapshot(obj: Any) -> dict[str, Any]:
 
 def record_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON of a record's current version (what a signature binds)."""
-    return hashlib.sha256(canonical_json({"type": inspect(obj).mapper.persist_selectable.name,
-                                          "values": snapshot(obj)}).encode()).hexdigest()
+    return values_hash(inspect(obj).mapper.persist_selectable.name, snapshot(obj))
+
+
+def values_hash(table_name: str, values: dict[str, Any]) -> str:
+    """``record_hash`` of a record given as its table name and snapshot values."""
+    return hashlib.sha256(canonical_json({"type": table_name, "values": values}).encode()).hexdigest()
 
 
 def _changes(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,18 +150,26 @@ def _append(connection: Any, rows: list[dict[str, Any]]) -> None:
         select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
     seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    now = utcnow()
+    connection.execute(AuditEntry.__table__.insert(), chained_entries(rows, seq, prev_hash, utcnow()))
+
+
+def chained_entries(rows: Iterable[dict[str, Any]], seq: int, prev_hash: str,
+                    now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The audit_entries rows for ``rows`` appended after entry ``seq`` whose hash is ``prev_hash``:
+    numbered, hashed and linked. A row's time is its ``at`` (bulk loads of dated history), else
+    ``now``."""
     inserts = []
     for row in rows:
         seq += 1
+        at = row.get("at") or now
         old_json = None if row["old"] is None else canonical_json(row["old"])
         new_json = None if row["new"] is None else canonical_json(row["new"])
-        values = (seq, iso_utc(now), row["actor"].user_id, row["actor"].name, row["action"],
+        values = (seq, iso_utc(at), row["actor"].user_id, row["actor"].name, row["action"],
                   row["entity_type"], row["entity_id"], old_json, new_json, row["reason"], prev_hash)
         digest = entry_hash(values)
-        inserts.append({**dict(zip(HASHED_COLUMNS, values)), "recorded_at": now, "hash": digest})
+        inserts.append({**dict(zip(HASHED_COLUMNS, values)), "recorded_at": at, "hash": digest})
         prev_hash = digest
-    connection.execute(AuditEntry.__table__.insert(), inserts)
+    return inserts
 
 
 def _pending(session: Session) -> list[dict[str, Any]]:

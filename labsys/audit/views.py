@@ -8,7 +8,7 @@ import io
 from flask import Blueprint, Response, current_app, render_template, request
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 from labsys.audit.models import AuditEntry
 from labsys.audit.services import Actor, record_event, unit_of_work
@@ -18,8 +18,21 @@ from labsys.timefmt import lab_day_bounds
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 
+# The distinct record types, read as ~30 index seeks (a loose index scan) instead of a
+# DISTINCT over every entry.
+_ENTITY_TYPES = text(
+    "WITH RECURSIVE types(entity_type) AS ("
+    " SELECT min(entity_type) FROM audit_entries"
+    " UNION ALL"
+    " SELECT (SELECT min(a.entity_type) FROM audit_entries a WHERE a.entity_type > types.entity_type)"
+    " FROM types WHERE types.entity_type IS NOT NULL)"
+    " SELECT entity_type FROM types WHERE entity_type IS NOT NULL ORDER BY entity_type")
 
-def _filtered_query():
+
+def _filtered_query(for_page: bool = False):
+    """The entries the filters select. ``for_page``: the same entries, phrased so that the newest
+    page is read along the sequence index (an action prefix as a range would make the database
+    read every entry of that action and sort them)."""
     query = select(AuditEntry)
     filters = {k: request.args.get(k, "").strip() for k in ("entity", "entity_id", "user", "action", "from", "to")}
     errors = []
@@ -30,7 +43,14 @@ def _filtered_query():
     if filters["user"]:
         query = query.where(AuditEntry.actor_name.ilike(f"%{filters['user']}%"))
     if filters["action"]:
-        query = query.where(AuditEntry.action.ilike(f"{filters['action']}%"))
+        # Actions are lower-case dotted names: "starts with" as a range on the action index
+        # (a case-insensitive LIKE would read every entry of the chain).
+        prefix = filters["action"].lower()
+        if for_page:
+            query = query.where(func.substr(AuditEntry.action, 1, len(prefix)) == prefix)
+        else:
+            query = query.where(AuditEntry.action >= prefix,
+                                AuditEntry.action < prefix[:-1] + chr(ord(prefix[-1]) + 1))
     for key in ("from", "to"):
         if filters[key]:
             try:
@@ -47,9 +67,16 @@ def _filtered_query():
 @allow(Role.QA, Role.ADMIN)
 def trail():
     query, filters, errors = _filtered_query()
-    page = db.paginate(query.order_by(AuditEntry.seq.desc()),
-                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=True)
-    entity_types = db.session.scalars(select(AuditEntry.entity_type).distinct().order_by(AuditEntry.entity_type)).all()
+    page_query, _, _ = _filtered_query(for_page=True)
+    page = db.paginate(page_query.order_by(AuditEntry.seq.desc()),
+                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=False)
+    if any(filters.values()):
+        page.total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    else:
+        # The chain numbers its entries 1, 2, 3, … without gaps (``audit verify`` checks it), so
+        # the highest number is the count: no scan of a million-row table per page.
+        page.total = db.session.scalar(select(func.max(AuditEntry.seq))) or 0
+    entity_types = db.session.scalars(_ENTITY_TYPES).all()
     return render_template("audit/trail.html", page=page, filters=filters, errors=errors,
                            entity_types=entity_types)
 

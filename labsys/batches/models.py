@@ -9,7 +9,7 @@ import datetime as dt
 import enum
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Integer, Numeric, String,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, Numeric, String,
                         Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -49,7 +49,7 @@ class Donor(Audited, db.Model):
     htlv: Mapped[MarkerResult] = _marker("marker_htlv")
     cmv: Mapped[MarkerResult] = _marker("marker_cmv")
     eligibility: Mapped[Eligibility] = mapped_column(enum_column(Eligibility, "eligibility"),
-                                                     default=Eligibility.PENDING)
+                                                     default=Eligibility.PENDING, index=True)
     eligibility_determined_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     eligibility_determined_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -114,6 +114,8 @@ class Batch(Audited, db.Model):
         UniqueConstraint("facility_code", "year", "sequence"),
         CheckConstraint("length(identifier) = 13", name="identifier_length"),
         CheckConstraint("sequence BETWEEN 1 AND 999999", name="sequence_range"),
+        # The batch list, newest first, reads 25 index entries instead of sorting every batch.
+        Index("ix_batches_started_at_id", "started_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,7 +126,7 @@ class Batch(Audited, db.Model):
     sequence: Mapped[int] = mapped_column(Integer)
     cord_id: Mapped[int] = mapped_column(ForeignKey("cords.id"), unique=True)
     status: Mapped[BatchStatus] = mapped_column(enum_column(BatchStatus, "batch_status"),
-                                                default=BatchStatus.IN_PROCESS)
+                                                default=BatchStatus.IN_PROCESS, index=True)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -219,7 +221,8 @@ class Passage(Audited, db.Model):
     population_doublings: Mapped[Decimal | None] = mapped_column(Numeric(7, 3))
     cumulative_population_doublings: Mapped[Decimal] = mapped_column(Numeric(7, 3))
     entered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Indexed: the batches panel counts passages awaiting verification on every list page.
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
     __mapper_args__ = {"version_id_col": version}

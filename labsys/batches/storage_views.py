@@ -5,6 +5,7 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from labsys.auth.roles import Role, allow
 from labsys.batches import forms, services, vials as vial_services
@@ -24,9 +25,11 @@ QA_VIAL_STATES = (VialStatus.DESTROYED, VialStatus.EXPIRED, VialStatus.RECALLED)
 def vials():
     term = request.args.get("q", "").strip()
     status = request.args.get("status", "")
-    query = select(Vial).order_by(Vial.identifier)
+    # The page shows each vial's lot and place: load them per page, not per vial.
+    query = select(Vial).order_by(Vial.identifier).options(
+        selectinload(Vial.batch), selectinload(Vial.box).selectinload(Box.rack).selectinload(Rack.tank))
     if term:
-        query = query.where(Vial.identifier.like(f"%{term.upper()}%"))
+        query = query.where(vial_services.identifier_matches(term))
     if status in {s.value for s in VialStatus}:
         query = query.where(Vial.status == VialStatus(status))
     return render_template("batches/vials.html", page=_page(query), term=term, status=status, statuses=list(VialStatus))

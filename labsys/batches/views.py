@@ -13,13 +13,14 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import contains_eager
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
 from labsys.auth.signatures import authenticate_form_signer
 from labsys.batches import forms, services, vials as vial_services
 from labsys.batches.labels import vial_label_sheet_pdf
-from labsys.batches.models import Batch, Box, Cord, Deviation, DeviationStatus, Donor, Fill, Passage
+from labsys.batches.models import Batch, Box, Cord, Deviation, DeviationStatus, Donor, Fill, Passage, Vial
 from labsys.batches.record import batch_record, growth_chart_svg
 from labsys.batches.rules import (ELIGIBILITY_LABELS, MARKER_LABELS, MARKER_RESULT_LABELS, REAGENT_STATUS_LABELS,
                                   SCREENING_LABELS, Eligibility, Marker, ReagentStatus)
@@ -98,14 +99,24 @@ def _page(query):
 def index():
     term = request.args.get("q", "").strip()
     status = request.args.get("status", "")
-    query = select(Batch).join(Batch.cord).join(Cord.donor).order_by(Batch.started_at.desc(), Batch.id.desc())
+    query = (select(Batch).join(Batch.cord).join(Cord.donor)
+             .options(contains_eager(Batch.cord).contains_eager(Cord.donor))
+             .order_by(Batch.started_at.desc(), Batch.id.desc()))
     if term:
         like = f"%{term.upper()}%"
         query = query.where(or_(Batch.identifier.like(like), func.upper(Donor.code).like(like)))
     if status in {s.value for s in BatchStatus}:
         query = query.where(Batch.status == BatchStatus(status))
-    return render_template("batches/index.html", page=_page(query), term=term, status=status,
-                           statuses=list(BatchStatus), counts=panel_context())
+    page = _page(query)
+    ids = [b.id for b in page.items]
+    # Two grouped queries for the whole page instead of loading every batch's passages and vials.
+    max_passages = dict(db.session.execute(select(Passage.batch_id, func.max(Passage.passage_number))
+                                           .where(Passage.batch_id.in_(ids)).group_by(Passage.batch_id)).all())
+    vial_counts = dict(db.session.execute(select(Vial.batch_id, func.count(Vial.id))
+                                          .where(Vial.batch_id.in_(ids)).group_by(Vial.batch_id)).all())
+    return render_template("batches/index.html", page=page, term=term, status=status,
+                           statuses=list(BatchStatus), counts=panel_context(), max_passages=max_passages,
+                           vial_counts=vial_counts)
 
 
 # ---------------------------------------------------------------- batch record

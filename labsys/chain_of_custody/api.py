@@ -136,11 +136,13 @@ def dispense_check():
     if reasons:
         return problem(400, _("The request is malformed."), reasons)
     outcome = services.evaluate(patient[:MAX_FIELD], [v[:MAX_FIELD] for v in vials], dispenser=current_user)
+    # The answer is built before the rollback: afterwards every record read would load again.
+    body = {"ok": outcome.ok, "checks": [c.as_dict() for c in outcome.checks],
+            "dose": outcome.dose_summary() if outcome.patient is not None else None,
+            "summary": _("All checks passed") if outcome.ok else
+            _("%(n)d check(s) failed", n=sum(1 for c in outcome.checks if not c.passed))}
     db.session.rollback()
-    return jsonify({"ok": outcome.ok, "checks": [c.as_dict() for c in outcome.checks],
-                    "dose": outcome.dose_summary() if outcome.patient is not None else None,
-                    "summary": _("All checks passed") if outcome.ok else
-                    _("%(n)d check(s) failed", n=sum(1 for c in outcome.checks if not c.passed))})
+    return jsonify(body)
 
 
 def openapi_spec() -> dict:

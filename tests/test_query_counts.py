@@ -1,0 +1,109 @@
+"""The hot paths issue a fixed number of SQL statements, whatever the number of rows: scan,
+dispense check, batch list, vial search and audit trail page, measured with 10 lots and again
+with 50 (volume data from ``perf-data``), on both engines. An N+1 query shows up as a count that
+grows with the rows on the page."""
+from __future__ import annotations
+
+import contextlib
+
+from sqlalchemy import event, select
+
+from labsys.auth.services import create_api_token, find_user
+from labsys.batches.models import Batch, Vial
+from labsys.chain_of_custody.services import patient_payload, vial_payload
+from labsys.extensions import db
+from labsys.trial.models import Patient
+
+# Upper bounds, so that a new query on a hot path is a conscious decision.
+MOST = {"scan vial": 14, "scan wristband": 10, "dispense check": 30, "batch list": 15, "vial search": 10,
+        "audit trail": 9, "audit trail by type": 9}
+
+
+@contextlib.contextmanager
+def counting():
+    statements: list[str] = []
+
+    def listener(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+
+
+def _generate(app, vials: int) -> None:
+    result = app.test_cli_runner().invoke(args=["perf-data", "--vials", str(vials)])
+    assert result.exit_code == 0, result.output
+    db.session.rollback()
+
+
+def _measure(app, qa, calls) -> dict[str, int]:
+    counts = {}
+    for name, call in calls.items():
+        call()  # warm: the first use of a token or session may record when it was last seen
+        with counting() as statements:
+            response = call()
+        assert response.status_code == 200, (name, response.status_code)
+        counts[name] = len(statements)
+    return counts
+
+
+def test_hot_paths_issue_as_many_statements_for_50_lots_as_for_10(app, login_as, client):
+    _generate(app, 100)  # 10 lots of 10 vials on top of the demo data
+    qa = login_as("qa")
+    _token, secret = create_api_token(find_user("pharmacist"), "query counts")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    released = db.session.scalars(select(Vial).join(Batch).where(Vial.status == "available")
+                                  .order_by(Vial.id).limit(3)).all()
+    payloads = [vial_payload(v) for v in released]
+    wristband = patient_payload(db.session.scalars(select(Patient).where(Patient.randomized_at.is_not(None))
+                                                   .order_by(Patient.id)).first())
+    calls = {
+        "scan vial": lambda: client.http.post("/api/v1/scan", json={"payload": payloads[0]}, headers=bearer),
+        "scan wristband": lambda: client.http.post("/api/v1/scan", json={"payload": wristband}, headers=bearer),
+        "dispense check": lambda: client.http.post("/api/v1/dispense/check", headers=bearer,
+                                                   json={"patient": wristband, "vials": payloads}),
+        "batch list": lambda: qa.get("/batches/?page=1"),
+        "vial search": lambda: qa.get("/batches/vials?q=00"),
+        "audit trail": lambda: qa.get("/audit/?page=2"),
+        "audit trail by type": lambda: qa.get("/audit/?page=2&entity=vials"),
+    }
+    with_10 = _measure(app, qa, calls)
+    _generate(app, 400)  # 40 more lots: every page is now full
+    with_50 = _measure(app, qa, calls)
+    assert with_50 == with_10
+    for name, count in with_50.items():
+        assert count <= MOST[name], (name, count)
+
+
+def test_batch_list_shows_each_lots_donor_passage_and_vial_count(app, login_as):
+    _generate(app, 30)
+    page = login_as("qa").get("/batches/?page=1").get_data(as_text=True)
+    batch = db.session.scalars(select(Batch).order_by(Batch.started_at.desc(), Batch.id.desc())).first()
+    row = page[page.index(batch.identifier):]
+    row = row[:row.index("</tr>")]
+    assert batch.cord.donor.code in row
+    if batch.passages:
+        assert f"P{batch.max_passage_number}" in row
+    assert f"<td>{len(batch.vials)}</td>" in row
+
+
+def test_vial_search_by_index_range_finds_exactly_the_vials_containing_the_term(app):
+    from labsys.batches.vials import identifier_matches
+
+    _generate(app, 60)
+    identifiers = list(db.session.scalars(select(Vial.identifier)))
+    sample = identifiers[len(identifiers) // 2]
+    for term in [sample, sample[:13], sample[:7], sample[-6:], sample[3:9], "w0000", "Z9", "0%1", ""]:
+        found = set(db.session.scalars(select(Vial.identifier).where(identifier_matches(term))))
+        assert found == {i for i in identifiers if term.strip().upper() in i}, term
+
+
+def test_audit_trail_action_filter_is_a_prefix_match_on_lower_case_actions(app, login_as):
+    _generate(app, 20)
+    qa = login_as("qa")
+    page = qa.get("/audit/?action=LOT.REL").get_data(as_text=True)
+    assert "lot.release" in page and "batch.fill" not in page
+    assert "donor.register" not in qa.get("/audit/?action=lot.").get_data(as_text=True)
