@@ -1,7 +1,7 @@
 """user roles are revoked, never deleted
 
 Revision ID: a7d3e5f1c2b9
-Revises: 51a4107e6358 (custody)
+Revises: 7c3e9a14b2d5 (performance indexes)
 Create Date: 2026-11-25 15:55:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a7d3e5f1c2b9'
-down_revision = '51a4107e6358'
+down_revision = '7c3e9a14b2d5'
 branch_labels = None
 depends_on = None
 
