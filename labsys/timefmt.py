@@ -14,6 +14,12 @@ def lab_zone() -> ZoneInfo:
     return ZoneInfo(current_app.config["LAB_TIMEZONE"])
 
 
+def lab_today() -> dt.date:
+    """The lab's calendar date (Shanghai), not the server's or UTC's: from 16:00 UTC onwards the
+    lab is already on the next day, and dates typed by its staff are lab dates."""
+    return dt.datetime.now(lab_zone()).date()
+
+
 def to_lab(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)

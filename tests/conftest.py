@@ -46,6 +46,15 @@ def pytest_sessionfinish(session, exitstatus):
 DEMO_PASSWORD = "demo-password-for-tests"
 
 
+def lab_today():
+    """The lab's calendar date (what the app calls today): dates typed in tests are lab dates.
+    From 16:00 UTC the lab in Shanghai is already on the next day."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(TestConfig.LAB_TIMEZONE)).date()
+
+
 def _psycopg_url(url: str) -> str:
     return re.sub(r"^postgresql(\+psycopg)?://", "postgresql+psycopg://", url)
 

@@ -15,6 +15,7 @@ from labsys.batches.models import Donor, Inspection, StepType, TissueMethod
 from labsys.batches.rules import Marker, MarkerResult, ReagentStatus, ScreeningOutcome
 from labsys.db import utcnow
 from labsys.extensions import db
+from labsys.timefmt import lab_today
 
 CLEAN = {m: MarkerResult.NON_REACTIVE for m in Marker}
 
@@ -67,7 +68,7 @@ def _load() -> None:
     tech, tech2, qa = find_user("technician"), find_user("technician2"), find_user("qa")
     if tech is None or tech2 is None or qa is None:
         return
-    today = dt.date.today()
+    today = lab_today()
     reagent_ids = []
     for item, lot, supplier, status, expiry in [
         ("MSC NutriStem XF medium", "NS-2611-04", "Sartorius", ReagentStatus.RELEASED, 200),

@@ -18,6 +18,7 @@ from labsys.batches.rules import Eligibility, Marker, MarkerResult, ScreeningOut
 from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.timefmt import lab_today
 
 
 # ---------------------------------------------------------------- donors
@@ -50,7 +51,7 @@ def register_donor(user: User, code: str, consent_date: dt.date | None, screenin
     """Register a birth mother by coded ID (never a name) with her screening and markers."""
     require_role(user, Role.TECHNICIAN, Role.QA)
     code = code.strip().upper()
-    problems = _donor_problems(code, consent_date, specimen_date, dt.date.today())
+    problems = _donor_problems(code, consent_date, specimen_date, lab_today())
     if db.session.scalar(select(Donor.id).where(Donor.code == code)):
         problems.append(("code", _("Donor %(code)s is already registered.", code=code)))
     if problems:
@@ -70,7 +71,7 @@ def update_donor(user: User, donor: Donor, reason: str | None, consent_date: dt.
     """Enter later results or correct a donor. Changing a signed determination needs a reason and
     returns the donor to pending until QA determines eligibility again."""
     require_role(user, Role.TECHNICIAN, Role.QA)
-    problems = _donor_problems(None, consent_date, specimen_date, dt.date.today())
+    problems = _donor_problems(None, consent_date, specimen_date, lab_today())
     if problems:
         raise refuse(_("Nothing was saved."), problems)
     determined = donor.eligibility != Eligibility.PENDING

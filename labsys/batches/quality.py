@@ -15,6 +15,7 @@ from labsys.batches.rules import ReagentStatus
 from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.timefmt import lab_today
 
 
 # ---------------------------------------------------------------- reagents
@@ -24,7 +25,7 @@ def add_reagent(user: User, item: str, lot: str, supplier: str | None, expiry_da
     require_role(user, Role.TECHNICIAN, Role.QA)
     item, lot = item.strip(), lot.strip()
     problems = []
-    if received_on > dt.date.today():
+    if received_on > lab_today():
         problems.append(("received_on", _("The date is in the future.")))
     if expiry_date < received_on:
         problems.append(("expiry_date", _("The lot expired before it was received.")))
@@ -52,7 +53,7 @@ def set_reagent_status(user: User, reagent: Reagent, status: ReagentStatus | str
 
 
 def usable_reagents(on: dt.date | None = None) -> list[Reagent]:
-    on = on or dt.date.today()
+    on = on or lab_today()
     return list(db.session.scalars(select(Reagent).where(
         Reagent.status == ReagentStatus.RELEASED, Reagent.expiry_date >= on).order_by(Reagent.item, Reagent.lot)))
 

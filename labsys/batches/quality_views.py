@@ -16,6 +16,7 @@ from labsys.batches.models import Batch, Cord, Deviation, DeviationStatus, Reage
 from labsys.batches.rules import REAGENT_STATUS_LABELS
 from labsys.errors import RuleViolation
 from labsys.batches.views import STAFF, _page, _refused, bp
+from labsys.timefmt import lab_today
 
 
 # ---------------------------------------------------------------- deviations
@@ -118,7 +119,7 @@ def reagents():
         like = f"%{term.lower()}%"
         query = query.where(or_(func.lower(Reagent.item).like(like), func.lower(Reagent.lot).like(like)))
     return render_template("batches/reagents.html", form=form, page=_page(query), term=term,
-                           status_form=forms.ReagentStatusForm(), today=dt.date.today()), status
+                           status_form=forms.ReagentStatusForm(), today=lab_today()), status
 
 
 @bp.route("/reagents/<int:reagent_id>/status", methods=["POST"])

@@ -23,6 +23,7 @@ from labsys.chain_of_custody import services
 from labsys.chain_of_custody.models import Dispensing
 from labsys.db import utcnow
 from labsys.extensions import db
+from labsys.timefmt import lab_today
 
 DONOR_CODE = "D-DEMO-CUS"
 DEMO_POTENCY = {"percent_inhibition": Decimal("41.5"), "run_valid": True, "run_reference": "PR-DEMO-CUS"}
@@ -89,7 +90,7 @@ def _released_lot(users) -> Batch | None:
     if db.session.scalar(select(Donor.id).where(Donor.code == DONOR_CODE)):
         return None
     tech, tech2, qa, qa2 = users["technician"], users["technician2"], users["qa"], users["qa2"]
-    today = dt.date.today()
+    today = lab_today()
     reagent_ids = list(db.session.scalars(select(Reagent.id).where(
         Reagent.status == ReagentStatus.RELEASED, Reagent.expiry_date > today, Reagent.item != "CryoStor CS10")))
     donor = batch_services.register_donor(tech, DONOR_CODE, today - dt.timedelta(days=70), ScreeningOutcome.ACCEPTABLE,
@@ -131,5 +132,5 @@ def _cell_arm_order(users):
             return patient, order
     for patient in patients:
         if arm_of(patient) == ARM_MSC and orders.active_order(patient) is None:
-            return patient, orders.order_infusion(users["investigator"], patient, utcnow().date())
+            return patient, orders.order_infusion(users["investigator"], patient, lab_today())
     return None, None

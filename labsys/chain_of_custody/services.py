@@ -34,6 +34,7 @@ from labsys.release.selection import is_selected_for_trial
 from labsys.trial import rules as trial_rules
 from labsys.trial.models import InfusionOrder, OrderStatus, Patient
 from labsys.trial.services import arm_of, find_patient
+from labsys.timefmt import lab_today
 
 KIT_PATTERN = re.compile(r"^(?P<study>[0-9A-Z][0-9A-Z-]*)-(?P<kit>K-[0-9]{6})$")
 MAX_VIALS_PER_SCAN = 50
@@ -140,7 +141,7 @@ class Proposal:
 def propose_vials(order: InfusionOrder, today: dt.date | None = None) -> Proposal:
     """The vials to allocate for an order: released, trial-selected lots only, first expiry first,
     the fewest vials that meet the dose (all from one lot, so the dose and lot release are one)."""
-    today = today or utcnow().date()
+    today = today or lab_today()
     trial = order.patient.trial
     candidates = list(db.session.scalars(
         select(Vial).join(Batch, Vial.batch_id == Batch.id)
@@ -210,7 +211,7 @@ def allocate(user: User, order: InfusionOrder, vial_identifiers: Sequence[str]) 
             reasons.append(_("Vial %(v)s is %(s)s, not available.", v=vial.identifier, s=VialStatus(vial.status).value))
         if not lot_usable(vial.batch):
             reasons.append(_("Lot %(lot)s is not released and selected for the trial.", lot=vial.batch.identifier))
-        if vial.expiry_date <= utcnow().date():
+        if vial.expiry_date <= lab_today():
             reasons.append(_("Vial %(v)s is expired.", v=vial.identifier))
         vials.append(vial)
     if not vial_identifiers:

@@ -16,6 +16,7 @@ from labsys.db import utcnow
 from labsys.extensions import db
 from labsys.release import results, specs
 from labsys.release.defaults import NEGATIVE_MARKERS, POSITIVE_MARKERS
+from labsys.timefmt import lab_today
 
 DEMO_RESULTS = {"APPEARANCE": ("conforms", None), "VIABLE_CELLS": ("9.8", "x10^6 cells/vial"),
                 "VIABILITY": ("93.0", "%"), "MYCOPLASMA": ("negative", None), "ENDOTOXIN": ("0.08", "EU/mL"),
@@ -50,9 +51,9 @@ def _load() -> None:
                     "NC200-viability-export.csv", "text/csv",
                     b"sample,viable_cells_per_ml,viability_percent\nfill-1,4.9e6,93.2\nfill-2,4.8e6,92.8\n")
             entered.append(results.enter_result(tech, batch, results.ResultInput(
-                code, value, unit, "Demo Analyst", dt.date.today(), instrument="DEMO-INST",
+                code, value, unit, "Demo Analyst", lab_today(), instrument="DEMO-INST",
                 attachment=attachment)))
         results.enter_result(tech, batch, results.ResultInput("STERILITY", None, None, "Demo Analyst",
-                                                              dt.date.today(), pending=True))
+                                                              lab_today(), pending=True))
         for result in entered:
             results.verify_result(tech2, result)

@@ -23,6 +23,7 @@ from labsys.extensions import db
 from labsys.release.models import QCResult, ResultAttachment, SpecificationVersion
 from labsys.release.rules import FAIL_WORDS, PASS_WORDS, POTENCY_TEST_CODE, CriterionKind, to_decimal
 from labsys.release.specs import applicable_version, refuse, require_role, work
+from labsys.timefmt import lab_today
 
 ENTRY_ROLES = (Role.TECHNICIAN, Role.QA)
 OPEN_FOR_RESULTS = (BatchStatus.IN_PROCESS, BatchStatus.QUARANTINE, BatchStatus.RELEASED_PENDING)
@@ -98,7 +99,7 @@ def _problems(batch: Batch, version: SpecificationVersion | None, data: ResultIn
         problems.append((_field(prefix, "performed_by"), _("Name who performed the test.")))
     if data.performed_on is None:
         problems.append((_field(prefix, "performed_on"), _("Enter the date the test was performed.")))
-    elif data.performed_on > utcnow().date() + dt.timedelta(days=1):
+    elif data.performed_on > lab_today() + dt.timedelta(days=1):
         problems.append((_field(prefix, "performed_on"), _("The test date is in the future.")))
     values.update(test_code=code, criterion=criterion, pending=False, numeric_value=None, text_value=None,
                   unit=criterion.unit)

@@ -12,6 +12,7 @@ from labsys.auth.signatures import SignatureCheck
 from labsys.db import utcnow
 from labsys.trial import followup, orders, services
 from labsys.trial.rules import ARM_MSC
+from labsys.timefmt import lab_today
 
 DEMO_TRIAL = {
     "registry_number": "NCT04282928",
@@ -40,7 +41,7 @@ def load_demo_data() -> None:
     pharmacist, investigator = find_user("pharmacist"), find_user("investigator")
     trial = services.save_trial(pharmacist, DEMO_TRIAL)
     services.generate_allocation_list(pharmacist, trial)
-    today = utcnow().date()
+    today = lab_today()
     no = {item: "no" for item in trial.exclusions}
     created = []
     for number, year, sex, weight in DEMO_PATIENTS:

@@ -28,6 +28,7 @@ from labsys.trial.models import (AdverseEvent, InfusionOrder, OrderStatus, Patie
 from labsys.trial.orders import active_order, administered_order, preparation_of
 from labsys.trial.sealing import open_record, seal_record
 from labsys.trial.services import arm_of, patients
+from labsys.timefmt import lab_today
 
 def N_(text: str) -> str:
     """Mark a label for extraction; it is translated where it is shown."""
@@ -75,7 +76,7 @@ class ScheduledVisit:
 
 def schedule(patient: Patient, today: dt.date | None = None) -> list[ScheduledVisit]:
     """Every scheduled visit with its status; overdue visits without data show as missed."""
-    today = today or utcnow().date()
+    today = today or lab_today()
     start = day_one(patient)
     recorded = visits_for(patient)
     result = []
@@ -98,7 +99,7 @@ def record_visit(user: User, patient: Patient, study_day: int, status: str, visi
     if status_value == VisitStatus.DONE:
         if visit_date is None:
             reasons.append(_("The visit date is required."))
-        elif visit_date > utcnow().date():
+        elif visit_date > lab_today():
             reasons.append(_("The visit date is in the future."))
         elif day_one(patient) is not None and visit_date < day_one(patient):
             reasons.append(_("The visit date is before study day 1 (%(d)s).", d=day_one(patient).isoformat()))
@@ -163,7 +164,7 @@ def report_adverse_event(user: User, patient: Patient, *, term: str, onset_date:
         reasons.append(_("Name the event."))
     if onset_date is None:
         reasons.append(_("The onset date is required."))
-    elif onset_date > utcnow().date():
+    elif onset_date > lab_today():
         reasons.append(_("The onset date is in the future."))
     if reasons:
         raise RuleViolation(_("The adverse event was not saved."), reasons)

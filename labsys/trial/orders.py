@@ -26,6 +26,7 @@ from labsys.trial.masking import may_see_arm
 from labsys.trial.models import ORDER_TRANSITIONS, InfusionOrder, OrderStatus, Patient
 from labsys.trial.sealing import open_record, seal_record
 from labsys.trial.services import arm_of
+from labsys.timefmt import lab_today
 
 
 CELLS = "cells"
@@ -117,7 +118,7 @@ def order_infusion(user: User, patient: Patient, infusion_date: dt.date | None,
                    today: dt.date | None = None) -> InfusionOrder:
     """Order the single day-1 infusion for a randomized patient. The target dose is computed from
     the weight measured at enrolment. Without masking, routine-care patients get no infusion."""
-    today = today or utcnow().date()
+    today = today or lab_today()
     trial = patient.trial
     reasons = []
     if not patient.randomized:

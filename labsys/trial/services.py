@@ -33,6 +33,7 @@ from labsys.trial import rules
 from labsys.trial.masking import arm_name, may_see_arm
 from labsys.trial.models import AllocationEntry, EligibilityStatus, Patient, Sex, Trial, Unblinding
 from labsys.trial.sealing import open_arm, seal_arm
+from labsys.timefmt import lab_today
 
 RANDOMIZE_ATTEMPTS = 100
 
@@ -261,7 +262,7 @@ def enrol_patient(user: User, trial: Trial, values: dict[str, Any], today: dt.da
     """Record a screened patient. Any failing criterion (age outside the range, implausible
     weight, an exclusion present, no consent) refuses enrolment with every reason; unassessed
     items leave eligibility pending, so randomization waits."""
-    today = today or utcnow().date()
+    today = today or lab_today()
     screening_number = (values.get("screening_number") or "").strip().upper()
     if not screening_number:
         raise RuleViolation(_("The screening number is required."), [_("The screening number is required.")],
@@ -294,7 +295,7 @@ def update_screening(user: User, patient: Patient, values: dict[str, Any], reaso
     correction of an item already answered)."""
     if patient.randomized:
         raise RuleViolation(_("The patient is randomized; the screening record is closed."))
-    today = today or utcnow().date()
+    today = today or lab_today()
     # Age and sex are identity, fixed at enrolment; the checklist, weight and consent may change.
     values = {**values, "year_of_birth": patient.year_of_birth,
               "age_years": None if patient.year_of_birth else patient.age_years}

@@ -11,6 +11,7 @@ from labsys.auth.signatures import SignatureCheck
 from labsys.batches.models import Inspection, StepType, TissueMethod
 from labsys.batches.rules import Marker, MarkerResult, ReagentStatus, ScreeningOutcome
 from labsys.db import utcnow
+from tests.conftest import lab_today
 
 CLEAN = {m: MarkerResult.NON_REACTIVE for m in Marker}
 
@@ -41,7 +42,7 @@ class Lab:
     def reagent(self, item="Medium", lot="L1", status=ReagentStatus.RELEASED, expires_in_days=100):
         from labsys.batches import services
 
-        today = dt.date.today()
+        today = lab_today()
         reagent = services.add_reagent(self.tech, item, lot, "Supplier", today + dt.timedelta(days=expires_in_days),
                                        today - dt.timedelta(days=200 if expires_in_days < 0 else 5))
         if status != ReagentStatus.QUARANTINE:
@@ -51,9 +52,9 @@ class Lab:
     def donor(self, code="D-001", markers=None, determine=True, specimen_days_ago=3):
         from labsys.batches import services
 
-        donor = services.register_donor(self.tech, code, dt.date.today() - dt.timedelta(days=30),
+        donor = services.register_donor(self.tech, code, lab_today() - dt.timedelta(days=30),
                                         ScreeningOutcome.ACCEPTABLE,
-                                        dt.date.today() - dt.timedelta(days=specimen_days_ago), markers or CLEAN)
+                                        lab_today() - dt.timedelta(days=specimen_days_ago), markers or CLEAN)
         if determine:
             services.determine_eligibility(self.qa, donor, self.check(self.qa))
         return donor

@@ -18,6 +18,7 @@ from labsys.documents.isbt import mod37_2_check
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, RuleViolation
 
 from .conftest import CLEAN
+from tests.conftest import lab_today
 
 
 def count(db, model):
@@ -382,8 +383,8 @@ def test_label_prints_are_counted_and_a_reprint_needs_a_reason(db, lab):
 
 
 def test_reagent_lots_start_in_quarantine_and_only_qa_decides(db, lab):
-    reagent = services.add_reagent(lab.tech, "HPL", "H-1", None, dt.date.today() + dt.timedelta(days=30),
-                                   dt.date.today())
+    reagent = services.add_reagent(lab.tech, "HPL", "H-1", None, lab_today() + dt.timedelta(days=30),
+                                   lab_today())
     assert reagent.status == ReagentStatus.QUARANTINE
     with pytest.raises(Forbidden):
         services.set_reagent_status(lab.tech, reagent, ReagentStatus.RELEASED)

@@ -10,6 +10,7 @@ from labsys.batches.models import Batch, Cord, Deviation, Donor, Passage, Vial
 from labsys.timefmt import to_lab
 
 from .conftest import CLEAN
+from tests.conftest import lab_today
 
 DEMO_PASSWORD = "demo-password-for-tests"
 
@@ -35,8 +36,8 @@ def errors_of(html: str) -> list[str]:
 
 
 def donor_form(**overrides):
-    data = {"code": "D-100", "consent_date": dt.date.today().isoformat(), "screening_outcome": "acceptable",
-            "specimen_date": dt.date.today().isoformat()}
+    data = {"code": "D-100", "consent_date": lab_today().isoformat(), "screening_outcome": "acceptable",
+            "specimen_date": lab_today().isoformat()}
     data.update({m.value: "non_reactive" for m in CLEAN})
     data.update(overrides)
     return data
@@ -58,7 +59,7 @@ def test_a_technician_registers_a_donor(db, login_as):
 
 def test_a_future_specimen_date_is_a_field_error_and_nothing_is_saved(db, login_as):
     client = login_as("technician")
-    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    tomorrow = (lab_today() + dt.timedelta(days=1)).isoformat()
     response = client.post_form("/batches/donors/new", donor_form(specimen_date=tomorrow, code=""))
     assert response.status_code == 422
     html = response.get_data(as_text=True)
@@ -209,7 +210,7 @@ def test_fill_form_creates_the_vials(db, lab, login_as):
 
 def test_reagent_lots_are_registered_and_released_by_qa(db, login_as):
     technician = login_as("technician")
-    today = dt.date.today()
+    today = lab_today()
     bad = technician.post_form("/batches/reagents", {"item": "PBS", "lot": "P1", "expiry_date": "2020-01-01",
                                                      "received_on": today.isoformat()})
     assert bad.status_code == 422 and "expiry_date" in errors_of(bad.get_data(as_text=True))

@@ -17,6 +17,7 @@ from labsys.trial import services as trial_services
 from labsys.trial.demo import DEMO_TRIAL
 from tests.release.conftest import LotBuilder, enter_results, passing_potency  # noqa: F401
 from tests.trial.conftest import screening_values
+from tests.conftest import lab_today
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def patient_in_arm(trial, users):
             if got == arm:
                 break
         if order:
-            trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+            trial_orders.order_infusion(users["investigator"], patient, lab_today())
         return patient
 
     return _make

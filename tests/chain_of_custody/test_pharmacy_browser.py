@@ -12,6 +12,7 @@ from labsys.chain_of_custody import services
 from labsys.db import utcnow
 from tests.conftest import DEMO_PASSWORD
 from tests.e2e.conftest import browser, live_server, page, screenshot, sign_in, wait_until  # noqa: F401  (fixtures)
+from tests.conftest import lab_today
 
 
 def _prepare(app):
@@ -52,7 +53,7 @@ def _prepare(app):
                                                    screening_values(trial, f"SCR-B{number:03d}"))
             if trial_services.randomize_patient(users["pharmacist"], patient) == ARM_MSC:
                 break
-        order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+        order = trial_orders.order_infusion(users["investigator"], patient, lab_today())
         proposal = services.propose_vials(order)
         services.allocate(users["pharmacist"], order, [v.identifier for v in proposal.vials])
         for vial in proposal.vials:

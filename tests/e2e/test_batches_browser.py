@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import DEMO_PASSWORD
 from tests.e2e.conftest import screenshot, sign_in
+from tests.conftest import lab_today
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +28,8 @@ def _eligible_donor(app):
 
     with app.app_context(), app.test_request_context():
         technician, qa = find_user("technician"), find_user("qa")
-        donor = services.register_donor(technician, "D-E2E-1", dt.date.today() - dt.timedelta(days=20),
-                                        ScreeningOutcome.ACCEPTABLE, dt.date.today() - dt.timedelta(days=1),
+        donor = services.register_donor(technician, "D-E2E-1", lab_today() - dt.timedelta(days=20),
+                                        ScreeningOutcome.ACCEPTABLE, lab_today() - dt.timedelta(days=1),
                                         {m: MarkerResult.NON_REACTIVE for m in Marker})
         services.determine_eligibility(qa, donor, SignatureCheck(qa, SignatureMeaning.APPROVED, None))
         return donor.id

@@ -17,6 +17,7 @@ from labsys.db import utcnow
 from labsys.release import results as result_services
 from labsys.release import specs
 from labsys.release.defaults import NEGATIVE_MARKERS, POSITIVE_MARKERS
+from tests.conftest import lab_today
 
 CLEAN = {m: MarkerResult.NON_REACTIVE for m in Marker}
 
@@ -59,7 +60,7 @@ class LotBuilder:
 
     def _setup(self):
         tech, qa = self.users["technician"], self.users["qa2"]
-        today = dt.date.today()
+        today = lab_today()
         reagent = batch_services.add_reagent(tech, "MSC medium", "LOT-1", "Supplier", today + dt.timedelta(days=300),
                                              today - dt.timedelta(days=200))
         batch_services.set_reagent_status(qa, reagent, ReagentStatus.RELEASED)
@@ -77,7 +78,7 @@ class LotBuilder:
             self._setup()
         self.count += 1
         tech, tech2, qa = self.users["technician"], self.users["technician2"], self.users["qa2"]
-        today = dt.date.today()
+        today = lab_today()
         donor = batch_services.register_donor(tech, f"{self.prefix}-{self.count:03d}", today - dt.timedelta(days=days_ago + 30),
                                               ScreeningOutcome.ACCEPTABLE, today - dt.timedelta(days=days_ago + 1),
                                               CLEAN if eligible else {**CLEAN, Marker.HBSAG: MarkerResult.REACTIVE})
@@ -120,7 +121,7 @@ def lots(app, users, spec):
 
 def result_input(code: str, value: str | None, unit: str | None = None, pending: bool = False):
     return result_services.ResultInput(test_code=code, value=value, unit=unit, performed_by="A. Analyst",
-                                       performed_on=dt.date.today(), instrument="INST-1", pending=pending)
+                                       performed_on=lab_today(), instrument="INST-1", pending=pending)
 
 
 def enter_results(users, batch, overrides: dict | None = None, skip: tuple = (), verify: bool = True):
@@ -145,7 +146,7 @@ def enter_results(users, batch, overrides: dict | None = None, skip: tuple = (),
                 batch_id=batch.id, specification_version_id=version.id, test_code=code, pending=pending,
                 numeric_value=Decimal(value) if numeric else None, unit=unit if numeric else None,
                 text_value=None if numeric or pending else value, performed_by="A. Analyst",
-                performed_on=dt.date.today(), instrument="INST-1", entered_at=now,
+                performed_on=lab_today(), instrument="INST-1", entered_at=now,
                 entered_by_id=users["technician"].id,
                 verified_by_id=users["technician2"].id if verify and not pending else None,
                 verified_at=now if verify and not pending else None))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import exists, func, select
+from tests.conftest import lab_today
 
 SOAK_WEIGHT_KG = Decimal("40.0")  # 40 kg × 500 000 cells/kg = 20e6 cells: two vials of 10e6
 RELEASED_LOTS = 2
@@ -102,7 +103,7 @@ def set_up_world() -> dict:
     staged = 0
     for patient in patients[:RANDOMIZED]:
         arm = trial_services.randomize_patient(users["pharmacist"], patient)
-        order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+        order = trial_orders.order_infusion(users["investigator"], patient, lab_today())
         if arm == ARM_MSC and staged < STAGED_THAWED + STAGED_ALLOCATED:
             vials = custody.propose_vials(order).vials
             custody.allocate(users["pharmacist"], order, [vial.identifier for vial in vials])
@@ -202,7 +203,7 @@ def op_order(ctx: Context, users: dict) -> list[int] | None:
     patient = ctx.pick(candidates)
     if patient is None:
         return None
-    order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+    order = trial_orders.order_infusion(users["investigator"], patient, lab_today())
     return [order.id]
 
 

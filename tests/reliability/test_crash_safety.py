@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from labsys.extensions import db as _db
 from tests.conftest import make_app
 from tests.reliability import crash_child, processes
+from tests.conftest import lab_today
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 CHILD_TIMEOUT = 240
@@ -263,7 +264,7 @@ def ready_to_dispense(users, count: int) -> list[dict]:
             trial, f"SCR-K{number:03d}", weight_kg=Decimal("70.0")))
         if trial_services.randomize_patient(users["pharmacist"], patient) != ARM_MSC:
             continue
-        order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+        order = trial_orders.order_infusion(users["investigator"], patient, lab_today())
         vials = custody.propose_vials(order).vials
         assert len(vials) == 4
         custody.allocate(users["pharmacist"], order, [v.identifier for v in vials])

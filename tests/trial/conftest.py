@@ -9,6 +9,7 @@ import pytest
 
 from labsys.trial import services
 from labsys.trial.demo import DEMO_TRIAL
+from tests.conftest import lab_today
 
 ARM_NAMES = (DEMO_TRIAL["control_arm_name"], DEMO_TRIAL["msc_arm_name"])
 
@@ -42,7 +43,7 @@ def trial(make_trial):
 
 def screening_values(trial, number: str, **overrides) -> dict:
     values = {"screening_number": number, "year_of_birth": None, "age_years": 45, "sex": "female",
-              "weight_kg": Decimal("70.0"), "weight_date": dt.date.today(), "consent_date": dt.date.today(),
+              "weight_kg": Decimal("70.0"), "weight_date": lab_today(), "consent_date": lab_today(),
               "diagnosis_confirmed": "yes", "exclusions": {item: "no" for item in trial.exclusions}}
     values.update(overrides)
     return values

@@ -12,6 +12,7 @@ from labsys.errors import RuleViolation
 from labsys.extensions import db as _db
 from labsys.trial import orders, rules, services
 from labsys.trial.models import InfusionOrder, Patient
+from tests.conftest import lab_today
 
 
 def test_two_orders_for_one_patient_at_once_place_exactly_one(app, db, trial, enrol, pharmacist, investigator,
@@ -34,7 +35,7 @@ def test_two_orders_for_one_patient_at_once_place_exactly_one(app, db, trial, en
         with app.app_context():
             try:
                 user = _db.session.get(type(investigator), investigator.id)
-                orders.order_infusion(user, _db.session.get(Patient, patient_id), dt.date.today())
+                orders.order_infusion(user, _db.session.get(Patient, patient_id), lab_today())
                 outcomes.append("placed")
             except RuleViolation as error:
                 outcomes.append("; ".join(error.reasons))

@@ -22,6 +22,7 @@ from labsys.trial.masking import arm_label_for, may_see_arm
 from labsys.trial.models import AllocationEntry, EligibilityStatus, OrderStatus, Patient
 
 from .conftest import ARM_NAMES, screening_values
+from tests.conftest import lab_today
 
 
 def test_a_second_trial_or_a_masked_user_cannot_configure(db, make_trial, investigator, pharmacist):
@@ -273,24 +274,24 @@ def test_an_order_for_a_control_patient_is_refused_without_masking(db, make_tria
     trial = make_trial(masked=False)
     patient = _randomized_in(trial, enrol, pharmacist, "control")
     with pytest.raises(RuleViolation) as refused:
-        orders.order_infusion(investigator, patient, dt.date.today())
+        orders.order_infusion(investigator, patient, lab_today())
     assert "routine-care arm" in refused.value.reasons[0]
 
 
 def test_orders_need_a_randomized_patient_and_are_one_per_patient(db, trial, enrol, pharmacist, investigator):
     with pytest.raises(RuleViolation):
-        orders.order_infusion(investigator, enrol(trial), dt.date.today())
+        orders.order_infusion(investigator, enrol(trial), lab_today())
     patient = enrol(trial)
     services.randomize_patient(pharmacist, patient)
-    order = orders.order_infusion(investigator, patient, dt.date.today())
+    order = orders.order_infusion(investigator, patient, lab_today())
     assert order.target_cells == 70_000_000 and orders.open_orders() == [order]
     with pytest.raises(RuleViolation):
-        orders.order_infusion(investigator, patient, dt.date.today())
+        orders.order_infusion(investigator, patient, lab_today())
 
 
 def test_cell_preparation_checks_dose_and_endotoxin_then_links_aes_to_the_lot(db, trial, enrol, pharmacist, investigator):
     patient = _randomized_in(trial, enrol, pharmacist, "msc")
-    order = orders.order_infusion(investigator, patient, dt.date.today())
+    order = orders.order_infusion(investigator, patient, lab_today())
     sign_dispensed = SignatureCheck(pharmacist, SignatureMeaning.DISPENSED, None)
     with pytest.raises(RuleViolation) as refused:  # 4 × 20e6 = 80e6 for a 70e6 target is fine, 30e6 vials are not
         orders.prepare_cells(pharmacist, order, lot_identifier="LOT1", vial_identifiers=["V1", "V2", "V3"],
@@ -307,7 +308,7 @@ def test_cell_preparation_checks_dose_and_endotoxin_then_links_aes_to_the_lot(db
     assert orders.preparation_for(investigator, order) is None and orders.preparation_for(pharmacist, order) == preparation
     orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
                                  SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
-    event = followup.report_adverse_event(investigator, patient, term="Fever", onset_date=dt.date.today(),
+    event = followup.report_adverse_event(investigator, patient, term="Fever", onset_date=lab_today(),
                                           severity="mild", serious=False, relatedness="possible")
     assert followup.product_link(event) == ("LOT1", ["V1", "V2", "V3", "V4"])
     assert followup.product_link_for(investigator, event) is None
@@ -316,7 +317,7 @@ def test_cell_preparation_checks_dose_and_endotoxin_then_links_aes_to_the_lot(db
 
 def test_a_control_patient_under_masking_gets_the_matching_placebo(db, trial, enrol, pharmacist, investigator):
     patient = _randomized_in(trial, enrol, pharmacist, "control")
-    order = orders.order_infusion(investigator, patient, dt.date.today())
+    order = orders.order_infusion(investigator, patient, lab_today())
     check = SignatureCheck(pharmacist, SignatureMeaning.DISPENSED, None)
     with pytest.raises(RuleViolation):
         orders.prepare_cells(pharmacist, order, lot_identifier="LOT1", vial_identifiers=["V1", "V2", "V3", "V4"],
@@ -331,13 +332,13 @@ def test_a_control_patient_under_masking_gets_the_matching_placebo(db, trial, en
 def test_visits_outcomes_and_the_summary(db, trial, enrol, pharmacist, investigator):
     patient = enrol(trial)
     services.randomize_patient(pharmacist, patient)
-    followup.record_visit(investigator, patient, 1, "done", dt.date.today(), {"crp_mg_l": Decimal("80")})
+    followup.record_visit(investigator, patient, 1, "done", lab_today(), {"crp_mg_l": Decimal("80")})
     with pytest.raises(RuleViolation):  # a correction needs a reason
-        followup.record_visit(investigator, patient, 1, "done", dt.date.today(), {"crp_mg_l": Decimal("81")})
-    followup.record_visit(investigator, patient, 1, "done", dt.date.today(), {"crp_mg_l": Decimal("81")},
+        followup.record_visit(investigator, patient, 1, "done", lab_today(), {"crp_mg_l": Decimal("81")})
+    followup.record_visit(investigator, patient, 1, "done", lab_today(), {"crp_mg_l": Decimal("81")},
                           reason="transcription error")
     with pytest.raises(RuleViolation):
-        followup.record_visit(investigator, patient, 1, "done", dt.date.today(), {"pao2_fio2_mmhg": Decimal("5")},
+        followup.record_visit(investigator, patient, 1, "done", lab_today(), {"pao2_fio2_mmhg": Decimal("5")},
                               reason="x")
     followup.record_outcome(investigator, patient, admission_date=dt.date(2026, 1, 1),
                             discharge_date=dt.date(2026, 1, 11), vital_status="alive", death_date=None)
@@ -358,12 +359,12 @@ def test_visits_outcomes_and_the_summary(db, trial, enrol, pharmacist, investiga
 def test_overdue_visits_show_as_missed(db, trial, enrol, pharmacist):
     patient = enrol(trial)
     services.randomize_patient(pharmacist, patient)
-    statuses = {v.study_day: v.status for v in followup.schedule(patient, today=dt.date.today() + dt.timedelta(days=20))}
+    statuses = {v.study_day: v.status for v in followup.schedule(patient, today=lab_today() + dt.timedelta(days=20))}
     assert statuses[3] == "missed" and statuses[90] == "planned"
     followup.record_visit(investigator_of(patient), patient, 3, "missed", None, {})
     assert followup.schedule(patient)[1].status == "missed"  # recorded as missed, not only overdue
     with pytest.raises(RuleViolation) as refused:
-        followup.record_visit(investigator_of(patient), patient, 7, "done", dt.date.today() - dt.timedelta(days=2), {})
+        followup.record_visit(investigator_of(patient), patient, 7, "done", lab_today() - dt.timedelta(days=2), {})
     assert "before study day 1" in refused.value.reasons[0]
 
 
@@ -396,12 +397,12 @@ def test_dispensing_dose_checks_report_every_rule(db, trial, enrol, pharmacist):
 def test_cancelling_an_order_needs_a_reason_and_frees_the_patient_for_a_new_order(db, trial, enrol, pharmacist, investigator):
     patient = enrol(trial)
     services.randomize_patient(pharmacist, patient)
-    order = orders.order_infusion(investigator, patient, dt.date.today())
+    order = orders.order_infusion(investigator, patient, lab_today())
     with pytest.raises(RuleViolation):
         orders.cancel_order(investigator, order, "")
     orders.cancel_order(investigator, order, "patient transferred to ICU, infusion postponed")
     assert order.status == OrderStatus.CANCELLED
-    assert orders.order_infusion(investigator, patient, dt.date.today()).status == OrderStatus.OPEN
+    assert orders.order_infusion(investigator, patient, lab_today()).status == OrderStatus.OPEN
 
 
 def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trail(db, trial, enrol, pharmacist, investigator):
@@ -409,7 +410,7 @@ def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trai
     sealed = {}
     for arm in ("msc", "control"):
         patient = _randomized_in(trial, enrol, pharmacist, arm)
-        order = orders.order_infusion(investigator, patient, dt.date.today())
+        order = orders.order_infusion(investigator, patient, lab_today())
         check = SignatureCheck(pharmacist, SignatureMeaning.DISPENSED, None)
         if arm == "msc":
             orders.prepare_cells(pharmacist, order, lot_identifier="LOT-SECRET",
@@ -420,7 +421,7 @@ def test_preparations_and_ae_links_look_alike_in_both_arms_and_in_the_audit_trai
             orders.prepare_placebo(pharmacist, order, placebo_identifier="PL-SECRET", volume_ml=Decimal("100"), check=check)
         orders.record_administration(investigator, order, dt.datetime.now(dt.timezone.utc),
                                      SignatureCheck(investigator, SignatureMeaning.ADMINISTERED, None))
-        event = followup.report_adverse_event(investigator, patient, term="Headache", onset_date=dt.date.today(),
+        event = followup.report_adverse_event(investigator, patient, term="Headache", onset_date=lab_today(),
                                               severity="mild", serious=False, relatedness="unlikely")
         sealed[arm] = (len(order.preparation_sealed), len(event.product_link_sealed))
     assert sealed["msc"] == sealed["control"]

@@ -16,6 +16,7 @@ from labsys.trial.models import InfusionOrder, Patient
 from tests.conftest import load_all_demo_data, urls_for_every_get_route
 
 from .conftest import ARM_NAMES
+from tests.conftest import lab_today
 
 ARM_PATTERN = re.compile("|".join(re.escape(name) for name in ARM_NAMES) + "|routine care", re.IGNORECASE)
 
@@ -77,7 +78,7 @@ def test_enrolment_of_a_17_year_old_is_refused_on_the_form(app, make_trial, logi
     client = login_as("investigator")
     response = client.post_form("/trial/patients/new", {
         "screening_number": "SCR-900", "age_years": "17", "sex": "male", "weight_kg": "70",
-        "weight_date": dt.date.today().isoformat(), "consent_date": dt.date.today().isoformat(),
+        "weight_date": lab_today().isoformat(), "consent_date": lab_today().isoformat(),
         "diagnosis_confirmed": "yes"})
     body = response.get_data(as_text=True)
     assert response.status_code == 422
@@ -89,7 +90,7 @@ def test_a_400_kg_weight_is_refused_on_the_form(app, make_trial, login_as, db):
     make_trial()
     response = login_as("investigator").post_form("/trial/patients/new", {
         "screening_number": "SCR-901", "age_years": "40", "sex": "male", "weight_kg": "400",
-        "weight_date": dt.date.today().isoformat()})
+        "weight_date": lab_today().isoformat()})
     assert response.status_code == 422
     assert "outside the plausible range" in response.get_data(as_text=True)
 
@@ -98,7 +99,7 @@ def test_enrolment_through_the_form_then_randomization_by_the_pharmacist(app, ma
     trial = make_trial()
     investigator = login_as("investigator")
     data = {"screening_number": "scr-902", "year_of_birth": "1970", "sex": "female", "weight_kg": "65.5",
-            "weight_date": dt.date.today().isoformat(), "consent_date": dt.date.today().isoformat(),
+            "weight_date": lab_today().isoformat(), "consent_date": lab_today().isoformat(),
             "diagnosis_confirmed": "yes"}
     data.update({f"exclusion_{i}": "no" for i in range(len(trial.exclusions))})
     response = investigator.post_form("/trial/patients/new", data)
@@ -132,7 +133,7 @@ def test_an_order_for_a_control_patient_without_masking_is_refused_on_the_form(a
         if services.randomize_patient(pharmacist, patient) == "control":
             break
     response = login_as("investigator").post_form(f"/trial/patients/{patient.id}/order",
-                                                  {"infusion_date": dt.date.today().isoformat()})
+                                                  {"infusion_date": lab_today().isoformat()})
     assert response.status_code == 422
     assert "routine-care arm of an unmasked trial" in response.get_data(as_text=True)
     assert db.session.scalar(select(InfusionOrder.id)) is None
@@ -208,7 +209,7 @@ def test_the_patient_api_answers_json_and_hides_the_arm_from_masked_users(app, d
 def test_an_order_is_cancelled_from_its_page_with_a_reason(app, demo_trial, login_as, db, demo_users):
     waiting = [p for p in services.patients(demo_trial) if p.randomized and orders.active_order(p) is None]
     order = orders.open_orders()[0] if orders.open_orders() else orders.order_infusion(
-        demo_users["investigator"], waiting[0], dt.date.today())
+        demo_users["investigator"], waiting[0], lab_today())
     client = login_as("investigator")
     url = f"/trial/orders/{order.id}"
     assert client.post_form(f"{url}/cancel", {"reason": ""}, token_from=url).status_code == 302
