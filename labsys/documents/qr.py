@@ -1,8 +1,14 @@
 """Vector QR codes as inline SVG (no raster: labels stay sharp at any print resolution)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import qrcode
+import qrcode.main
+import qrcode.util
 from markupsafe import Markup
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def qr_svg(data: str, box_size: int = 10, border: int = 4,
@@ -12,10 +18,7 @@ def qr_svg(data: str, box_size: int = 10, border: int = 4,
     ``box_size`` is tenths of a millimetre per module (the printed size is set by CSS or by the
     width/height attributes); ``border`` is the quiet zone in modules; 4 is what the QR
     specification asks for. qrcode encodes; the picture is drawn here (see ``outline_path``)."""
-    code = qrcode.QRCode(error_correction=error_correction, box_size=box_size, border=border)
-    code.add_data(data)
-    code.make(fit=True)
-    matrix = code.get_matrix()  # with the quiet zone
+    matrix = qr_matrix(data, error_correction, border)
     size = len(matrix)
     millimetres = f"{size * box_size / 10:g}mm"
     return Markup(f'<svg width="{millimetres}" height="{millimetres}" version="1.1" viewBox="0 0 {size} {size}" '
@@ -68,3 +71,80 @@ def outline_path(matrix: list[list[bool]]) -> str:
             commands.append(f"h{b[0] - a[0]}" if a[1] == b[1] else f"v{b[1] - a[1]}")
         parts.append("".join(commands) + "z")
     return "".join(parts)
+
+
+def qr_matrix(data: str, error_correction: int = qrcode.constants.ERROR_CORRECT_M, border: int = 4) -> list[list[bool]]:
+    """The modules (True = dark, quiet zone included) that ``qrcode.QRCode.make(fit=True)`` gives.
+
+    qrcode picks the mask by building the whole symbol eight times and scoring each in pure
+    Python (about 5 ms a code on an idle core, a third of a 500-vial label sheet's time). The
+    eight candidates differ only in the data modules, so they are scored here at once with numpy,
+    by the same rules and with the same tie-break (the first lowest); tests compare the result
+    with qrcode's own on many payloads."""
+    code = qrcode.QRCode(error_correction=error_correction, border=border)
+    code.add_data(data)
+    code.best_fit()
+    code.makeImpl(False, _best_mask_pattern(code))
+    return code.get_matrix()
+
+
+def _best_mask_pattern(code: qrcode.QRCode) -> int:
+    code.makeImpl(True, 0)  # what qrcode scores: format and version bits left light ("test")
+    symbol = np.array(code.modules, dtype=bool)
+    size = len(symbol)
+    data = _data_modules(code.version)
+    unmasked = symbol ^ (data & _mask(size, 0))
+    best, lowest = 0, None
+    for pattern in range(8):
+        points = _lost_points(unmasked ^ (data & _mask(size, pattern)))
+        if lowest is None or points < lowest:
+            best, lowest = pattern, points
+    return best
+
+
+@lru_cache(maxsize=None)
+def _data_modules(version: int) -> np.ndarray:
+    """Where map_data writes: the modules no function pattern or format/version bit sets (the
+    same for every code of a version; call after a makeImpl of that version)."""
+    probe = qrcode.QRCode(version=version)
+    probe.modules_count = version * 4 + 17
+    probe.modules = qrcode.main.copy_2d_array(qrcode.main.precomputed_qr_blanks[version])
+    probe.setup_type_info(True, 0)
+    if version >= 7:
+        probe.setup_type_number(True)
+    data = np.array([[cell is None for cell in row] for row in probe.modules], dtype=bool)
+    data.flags.writeable = False
+    return data
+
+
+@lru_cache(maxsize=None)
+def _mask(size: int, pattern: int) -> np.ndarray:
+    test = qrcode.util.mask_func(pattern)
+    mask = np.array([[bool(test(row, column)) for column in range(size)] for row in range(size)], dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+_FINDER_LIKE = (np.array([1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0], dtype=bool),
+                np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1], dtype=bool))
+
+
+def _lost_points(matrix: np.ndarray) -> int:
+    """qrcode.util.lost_point, vectorised: runs of five or more, 2×2 blocks, finder-like
+    1:1:3:1:1 patterns with four light modules, and the dark share's distance from 50 %."""
+    size = len(matrix)
+    points = 0
+    for lines in (matrix, matrix.T):
+        padded = np.full((size, size + 2), 2, dtype=np.int8)  # a sentinel ends every line's last run
+        padded[:, 1:-1] = lines
+        flat = padded.ravel()
+        lengths = np.diff(np.flatnonzero(flat[1:] != flat[:-1]))
+        long = lengths[lengths >= 5]
+        points += int((long - 2).sum())
+        windows = sliding_window_view(lines, 11, axis=1)
+        points += 40 * int(sum((windows == pattern).all(axis=2).sum() for pattern in _FINDER_LIKE))
+    block = matrix[:-1, :-1]
+    points += 3 * int(((block == matrix[1:, :-1]) & (block == matrix[:-1, 1:]) & (block == matrix[1:, 1:])).sum())
+    percent = float(int(matrix.sum())) / (size ** 2)
+    points += int(abs(percent * 100 - 50) / 5) * 10
+    return points

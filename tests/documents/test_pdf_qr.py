@@ -26,3 +26,74 @@ def test_a_pdf_with_chinese_text_embeds_the_cjk_font_and_its_qr_scans(app, tmp_p
     subprocess.run(["pdftoppm", "-r", "150", "-png", str(path), str(tmp_path / "p")], check=True)
     decoded = [r.text for r in zxingcpp.read_barcodes(Image.open(next(tmp_path.glob("p*.png"))))]
     assert decoded == ["HELLO-LABSYS"]
+
+
+def _payloads():
+    import random
+
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    signed = [f"LS1.VIAL.W{n:013d}{n % 1000:03d}.ABCDEF12." + "".join(rng.choice(alphabet) for _ in range(103))
+              for n in range(60)]
+    return signed + ["HELLO-LABSYS", "x", "a" * 300, "b" * 1000, "批记录 ✓"]
+
+
+def test_the_qr_modules_are_exactly_those_qrcode_itself_chooses_mask_and_all():
+    import qrcode
+
+    from labsys.documents.qr import qr_matrix
+
+    versions = set()
+    for payload in _payloads():
+        for level in (qrcode.constants.ERROR_CORRECT_L, qrcode.constants.ERROR_CORRECT_M,
+                      qrcode.constants.ERROR_CORRECT_H):
+            reference = qrcode.QRCode(error_correction=level, border=4)
+            reference.add_data(payload)
+            reference.make(fit=True)
+            versions.add(reference.version)
+            assert qr_matrix(payload, level, 4) == reference.get_matrix(), (payload, level)
+    assert min(versions) <= 2 and max(versions) >= 7  # with and without version information
+
+
+def _filled_modules(path: str, size: int) -> list[list[bool]]:
+    """Rasterise an outline path (M/h/v/z in whole modules) by the nonzero winding rule at each
+    module's centre."""
+    import re
+
+    winding = [[0] * size for _ in range(size)]
+
+    def vertical(x, y0, y1):
+        for y in range(min(y0, y1), max(y0, y1)):
+            for column in range(x, size):
+                winding[y][column] += 1 if y1 > y0 else -1
+
+    x = y = start_x = start_y = 0
+    for command, number in re.findall(r"([Mhvz])([-\d ]*)", path):
+        if command == "M":
+            x, y = map(int, number.split())
+            start_x, start_y = x, y
+        elif command == "h":
+            x += int(number)
+        elif command == "v":
+            vertical(x, y, y + int(number))
+            y += int(number)
+        else:
+            if x == start_x:
+                vertical(x, y, start_y)
+            x, y = start_x, start_y
+    return [[cell != 0 for cell in row] for row in winding]
+
+
+def test_the_qr_outline_path_fills_exactly_the_dark_modules():
+    import re
+
+    from labsys.documents.qr import outline_path, qr_matrix
+
+    for payload in _payloads()[:20] + ["HELLO-LABSYS"]:
+        matrix = qr_matrix(payload)
+        path = outline_path(matrix)
+        assert _filled_modules(path, len(matrix)) == [[bool(cell) for cell in row] for row in matrix]
+        squares = sum(map(sum, matrix))
+        assert len(re.findall("[hv]", path)) < 2 * squares  # far fewer commands than a square per module
+    svg = str(qr_svg("HELLO-LABSYS", box_size=4))
+    assert svg.startswith('<svg width="11.6mm" height="11.6mm"') and 'viewBox="0 0 29 29"' in svg
