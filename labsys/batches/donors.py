@@ -57,6 +57,10 @@ def register_donor(user: User, code: str, consent_date: dt.date | None, screenin
     if problems:
         raise refuse(_("The donor was not registered."), problems)
     with work(user, "donor.register"):
+        # Again under the write lock: the same code may have just been registered elsewhere.
+        if db.session.scalar(select(Donor.id).where(Donor.code == code)):
+            raise refuse(_("The donor was not registered."),
+                         [("code", _("Donor %(code)s is already registered.", code=code))])
         donor = Donor(code=code, consent_date=consent_date, screening_outcome=ScreeningOutcome(screening_outcome),
                       specimen_date=specimen_date, created_by_id=user.id, eligibility=Eligibility.PENDING)
         for marker, result in markers.items():

@@ -34,6 +34,10 @@ def add_reagent(user: User, item: str, lot: str, supplier: str | None, expiry_da
     if problems:
         raise refuse(_("The lot was not registered."), problems)
     with work(user, "reagent.receive"):
+        # Again under the write lock: the same lot may have just been registered elsewhere.
+        if db.session.scalar(select(Reagent.id).where(Reagent.item == item, Reagent.lot == lot)):
+            raise refuse(_("The lot was not registered."),
+                         [("lot", _("This lot of %(item)s is already registered.", item=item))])
         reagent = Reagent(item=item, lot=lot, supplier=(supplier or "").strip() or None, expiry_date=expiry_date,
                           received_on=received_on, status=ReagentStatus.QUARANTINE)
         db.session.add(reagent)

@@ -207,15 +207,26 @@ def op_order(ctx: Context, users: dict) -> list[int] | None:
     return [order.id]
 
 
-def _open_cell_orders(limit: int = 12):
+_ARMS: dict[int, str | None] = {}  # patient id → arm (it never changes once randomized)
+
+
+def _open_cell_orders():
+    """Open orders of cell-arm patients, oldest first (control-arm orders stay open: the soak
+    prepares no placebo, so they are skipped, not counted against a limit)."""
     from labsys.extensions import db
     from labsys.trial.models import InfusionOrder, OrderStatus
     from labsys.trial.rules import ARM_MSC
     from labsys.trial.services import arm_of
 
     orders = db.session.scalars(select(InfusionOrder).where(InfusionOrder.status == OrderStatus.OPEN)
-                                .order_by(InfusionOrder.id).limit(limit))
-    return [order for order in orders if arm_of(order.patient) == ARM_MSC]
+                                .order_by(InfusionOrder.id))
+    found = []
+    for order in orders:
+        if order.patient_id not in _ARMS:
+            _ARMS[order.patient_id] = arm_of(order.patient)
+        if _ARMS[order.patient_id] == ARM_MSC:
+            found.append(order)
+    return found
 
 
 def op_allocate(ctx: Context, users: dict) -> list[int] | None:
