@@ -19,6 +19,7 @@ export LABSYS_HUEY_URL=${LABSYS_HUEY_URL:-redis://127.0.0.1:6379/5}
 export LABSYS_LOGIN_RATE_LIMIT="10000 per minute"
 LOGS=$(mktemp -d /tmp/scale-out-XXXX)
 PIDS=()
+exec > >(tee "$LOGS/scale_out.txt") 2>&1  # the figures are kept with the logs
 
 cleanup() {
   for pid in "${PIDS[@]}"; do
@@ -60,6 +61,7 @@ echo "== potency: one 96-field plate through the queue"
 echo "== potency: two 96-field plates at once (one per Huey worker)"
 "$PY" benchmarks/scale_out_plate.py --plates 2
 
+if [ -n "${PLATES_ONLY:-}" ]; then exit 0; fi
 echo "== web: one instance (5150)"
 "$PY" benchmarks/web_bench.py --engine postgresql --postgresql-url "$LABSYS_DATABASE_URL" \
   --instance "$LABSYS_INSTANCE_PATH" --external --ports 5150 --users "$USERS" --duration "$DURATION" \
