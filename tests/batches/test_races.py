@@ -13,6 +13,7 @@ from labsys.batches.rules import ScreeningOutcome
 from labsys.errors import RuleViolation
 from labsys.extensions import db as _db
 from tests.batches.conftest import CLEAN
+from tests.conftest import lab_today
 
 
 def _registered_elsewhere_first(app, monkeypatch, module, register):
@@ -38,8 +39,8 @@ def test_one_donor_code_registered_at_two_desks_at_once_is_refused(app, db, lab,
     def register():
         from labsys.auth.services import find_user
 
-        donors.register_donor(find_user("technician2"), "D-TWICE", dt.date.today() - dt.timedelta(days=30),
-                              ScreeningOutcome.ACCEPTABLE, dt.date.today() - dt.timedelta(days=3), CLEAN)
+        donors.register_donor(find_user("technician2"), "D-TWICE", lab_today() - dt.timedelta(days=30),
+                              ScreeningOutcome.ACCEPTABLE, lab_today() - dt.timedelta(days=3), CLEAN)
 
     _registered_elsewhere_first(app, monkeypatch, donors, register)
     with pytest.raises(RuleViolation) as refused:
@@ -48,7 +49,7 @@ def test_one_donor_code_registered_at_two_desks_at_once_is_refused(app, db, lab,
 
 
 def test_one_reagent_lot_registered_at_two_desks_at_once_is_refused(app, db, lab, monkeypatch):
-    today = dt.date.today()
+    today = lab_today()
 
     def register():
         from labsys.auth.services import find_user
