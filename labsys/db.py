@@ -131,6 +131,9 @@ AUDIT_LOCK_KEY = 7_240_011  # pg_advisory_xact_lock key serializing audit-chain 
 
 def lock_audit_chain(connection: Any) -> None:
     """Serialize appends to the audit chain until the transaction ends. SQLite already holds
-    the database write lock (BEGIN IMMEDIATE); PostgreSQL takes a transaction advisory lock."""
+    the database write lock (BEGIN IMMEDIATE); PostgreSQL takes a transaction advisory lock,
+    keyed by the schema as well: each schema holds its own chain, so installations (or test
+    databases) sharing one server never wait on each other's writers."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"),
+                           {"key": AUDIT_LOCK_KEY})

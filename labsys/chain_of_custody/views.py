@@ -20,6 +20,16 @@ from labsys.trial.models import Patient
 bp = Blueprint("custody", __name__, url_prefix="/pharmacy")
 
 
+@bp.app_context_processor
+def custody_term_helpers():
+    from flask_babel import lazy_gettext as _l
+
+    from labsys.chain_of_custody.models import ShipmentStatus
+
+    labels = {ShipmentStatus.IN_TRANSIT: _l("In transit"), ShipmentStatus.RECEIVED: _l("Received")}
+    return {"shipment_status_label": lambda s: str(labels[ShipmentStatus(s)])}
+
+
 def _vial_or_404(vial_id: int) -> Vial:
     vial = db.session.get(Vial, vial_id)
     if vial is None:
