@@ -40,6 +40,7 @@ from flask import Flask  # noqa: E402
 from labsys import create_app  # noqa: E402
 from labsys.config import TestConfig  # noqa: E402
 from labsys.extensions import db  # noqa: E402
+from labsys.timefmt import lab_today  # noqa: E402
 
 GOALS = {"certificate": 0.5, "coa": 0.5, "labels": 5.0}
 OVERHEAD_GOAL = 1.3
@@ -100,7 +101,7 @@ def build_data(app: Flask, vials: int, labels: int) -> dict:
                                                screening_values(trial, f"SCR-B{n:03d}", weight_kg=weight))
         if trial_services.randomize_patient(users["pharmacist"], patient) == trial_rules.ARM_MSC:
             break
-    order = trial_orders.order_infusion(users["investigator"], patient, dt.date.today())
+    order = trial_orders.order_infusion(users["investigator"], patient, lab_today())
     proposal = services.propose_vials(order)
     chosen = [v for v in proposal.vials if v.batch_id == lot.id]
     assert len(proposal.vials) == vials and len(chosen) == vials, (len(proposal.vials), len(chosen))

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labsys import create_app  # noqa: E402
+from labsys.timefmt import lab_today  # noqa: E402
 
 # 12 wells × 8 fields = 96 fields: unstimulated, LPS, test lot and reference lot, 3 wells each.
 LAYOUT = [("A", 1, "unstimulated", None, None, 0.15), ("A", 4, "lps", None, None, 0.70),
@@ -32,7 +33,7 @@ def make_plate(size: int, seed: int):
 
     technician = find_user("technician")
     run = services.create_run(
-        technician, assay_date=dt.date.today(), bv2_passage=12, lps_lot=f"LPS-SCALE-{seed}", lps_ng_per_ml=100,
+        technician, assay_date=lab_today(), bv2_passage=12, lps_lot=f"LPS-SCALE-{seed}", lps_ng_per_ml=100,
         test_lots=["W000025000001"], reference_lot="MSC-REF-2026-01", plate_format=96, min_cells_per_field=30,
         notes="scale-out benchmark (synthetic fields)")
     assignments, files = {}, []

@@ -9,10 +9,12 @@ with the shipped limits, at real sizes."""
 from __future__ import annotations
 
 import io
+import json
 import struct
 import tracemalloc
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +28,20 @@ from tests.reliability.walk import last_audit_id, regulated_writes, stored_count
 
 MEMORY_BOUND = 150 * 1024 * 1024
 BIG = 200 * 1024 * 1024
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
+
+
+def _record_peak(engine: str, case: str, peak: int) -> None:
+    """Keep each refused upload's traced memory peak for RELIABILITY.md."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"upload-abuse-{engine}.json"
+    figures = json.loads(path.read_text()) if path.is_file() else {}
+    figures[case] = {"peak_mib": round(peak / 2**20, 2), "bound_mib": MEMORY_BOUND // 2**20, "stored": 0}
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True))
 
 
 @pytest.fixture
-def upload(app, db, demo_users, login_as, tmp_path):
+def upload(app, db, demo_users, login_as, tmp_path, request, engine_name):
     run = make_run(demo_users["technician"])
     client = login_as("technician")
     token = client.token(f"/potency/{run.id}/upload")
@@ -52,6 +64,7 @@ def upload(app, db, demo_users, login_as, tmp_path):
         assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))
         assert regulated_writes(before, stored_counts(), audit_since) == {}
         assert peak < MEMORY_BOUND, f"{peak / 2**20:.0f} MiB traced during the request"
+        _record_peak(engine_name, request.node.originalname.removeprefix("test_"), peak)
         return html, peak
 
     return post
