@@ -1,15 +1,21 @@
-"""Print the figures tables of RELIABILITY.md from the JSON files the reliability tests write to
-test-artifacts/reliability/ (run the tests first, e.g. `make test`).
+"""Print the figures of RELIABILITY.md from the JSON files the reliability tests write to
+test-artifacts/reliability/ (run the tests first, e.g. `make test`); with --write, put them into
+RELIABILITY.md between its <!-- figures:NAME --> ... <!-- /figures --> markers.
 
-    .venv/bin/python scripts/reliability_report.py
+    .venv/bin/python scripts/reliability_report.py [--write]
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "reliability"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "reliability"
 ENGINES = ("sqlite", "postgresql")
 
 
@@ -102,15 +108,95 @@ def uploads() -> list[str]:
     return lines + ([f"", f"Bound asserted per request: {bound} MiB."] if bound else [])
 
 
+def _per_engine(name: str, describe) -> str:
+    parts = [f"{engine}: {describe(d)}" for engine in ENGINES if (d := _load(name, engine))]
+    return "; ".join(parts) or "not run"
+
+
+def summaries() -> dict[str, str]:
+    def soak_line(d):
+        t = d["totals"]
+        held = sum(1 for v in d["invariants"].values() if isinstance(v, dict) and v.get("ok"))
+        return (f"{d['workers']} processes × {d['seconds']:.0f} s, {t['attempted']} operations, {t['succeeded']} "
+                f"succeeded, {t['refused']} refused, {t['failed']} failed, {held}/{len(d['invariants'])} invariants hold")
+
+    def crash_line(d):
+        lost = sum((d[s].get("lost_or_partial") or 0) for s in d["summary"]["scenarios"])
+        return (f"{d['summary']['kill_points_survived']} of {d['summary']['kill_points']} kill points survived "
+                f"in {len(d['summary']['scenarios'])} services, lost or partial {lost}")
+
+    def upload_line(d):
+        worst = max(v["peak_mib"] for v in d.values())
+        return f"{len(d)} abuse cases refused, 0 stored, worst peak {worst} MiB (bound {next(iter(d.values()))['bound_mib']} MiB)"
+
+    return {
+        "soak-summary": _per_engine("soak", soak_line),
+        "crash-summary": _per_engine("crash", crash_line),
+        "api-summary": _per_engine("api-schema", lambda d: f"{d['requests']} requests over {len(d['operations'])} "
+                                   f"operations, 5xx {d['server_errors']}, off-spec responses {d['schema_failures']}"),
+        "fuzz-summary": _per_engine("form-fuzz", lambda d: f"{d['posts']} posts over {d['routes']} routes × "
+                                    f"{len(d['roles'])} roles, 5xx {d['server_errors']}, writes on refusal "
+                                    f"{d['writes_on_refusal']}"),
+        "upload-summary": _per_engine("upload-abuse", upload_line),
+    }
+
+
+def bandit() -> str:
+    try:
+        out = subprocess.run([sys.executable, "-m", "bandit", "-r", str(ROOT / "labsys"), "-q", "-f", "json"],
+                             capture_output=True, text=True, timeout=600).stdout
+        results = json.loads(out)["results"]
+    except Exception as error:  # report, don't fail: the test enforces the rule
+        return f"bandit could not run ({error})"
+    counts = {level: sum(1 for r in results if r["issue_severity"] == level) for level in ("HIGH", "MEDIUM", "LOW")}
+    return (f"bandit: {counts['HIGH']} high, {counts['MEDIUM']} medium, {counts['LOW']} low-severity findings "
+            "(the test fails on any high)")
+
+
+def run_info() -> str:
+    stamps = [p.stat().st_mtime for p in ARTIFACTS.glob("*.json")]
+    when = dt.datetime.fromtimestamp(max(stamps), dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if stamps else "—"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Figures above: files written {when}; machine {os.cpu_count()} cores (load average now {load}); "
+            "CI settings (`LABSYS_SOAK_SECONDS` unset = 15 s per engine, `LABSYS_FUZZ_EXAMPLES` unset = 4).")
+
+
+SECTIONS = (("soak", "Race soak", soak), ("crash", "Crash safety", crash), ("api", "Schemathesis on /api/v1", api_schema),
+            ("fuzz", "Form fuzzer", form_fuzz), ("upload", "Upload abuse", uploads))
+
+
+def write(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    values = {name: "\n".join(section()) for name, _, section in SECTIONS}
+    values.update(summaries())
+    values["bandit"] = bandit()
+    values["run"] = run_info()
+
+    def fill(match: re.Match) -> str:
+        name, inner = match.group(1), match.group(2)
+        value = values.get(name, inner)
+        return f"<!-- figures:{name} -->" + (f"\n{value}\n" if "\n" in inner else value) + "<!-- /figures -->"
+
+    path.write_text(re.sub(r"<!-- figures:([\w-]+) -->(.*?)<!-- /figures -->", fill, text, flags=re.S),
+                    encoding="utf-8")
+
+
 def main() -> int:
     if not ARTIFACTS.is_dir():
         print(f"No figures in {ARTIFACTS}: run the reliability tests first.", file=sys.stderr)
         return 1
-    for title, section in (("Race soak", soak), ("Crash safety", crash),
-                           ("Schemathesis on /api/v1", api_schema), ("Form fuzzer", form_fuzz), ("Upload abuse", uploads)):
+    if "--write" in sys.argv[1:]:
+        write(ROOT / "RELIABILITY.md")
+        print("RELIABILITY.md updated")
+        return 0
+    for _, title, section in SECTIONS:
         print(f"### {title}\n")
         print("\n".join(section()))
         print()
+    for name, value in summaries().items():
+        print(f"- {name}: {value}")
+    print(f"- {bandit()}")
+    print(f"- {run_info()}")
     return 0
 
 
