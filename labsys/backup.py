@@ -31,16 +31,27 @@ POSTGRES_HELP = ("On PostgreSQL use the server's tools: "
 KEYS_SUFFIX = ".keys"
 
 
-def key_files(instance_path: str | Path) -> dict[str, Path]:
-    """The installation's key files that exist on disk, by their name inside a backup."""
+def _key_place(instance_path: str | Path, name: str) -> Path | None:
+    """Where a key file named ``name`` inside a backup lives in this installation (None for a
+    name that is not a key file)."""
     from labsys.documents.codec import key_file_path
     from labsys.trial.sealing import KEY_FILE
 
     signing = key_file_path(instance_path)
-    candidates = {"signing_key.pem": signing, KEY_FILE: Path(instance_path) / KEY_FILE}
-    for public in sorted((signing.parent / "public_keys").glob("*.pem")):
-        candidates[f"public_keys/{public.name}"] = public
-    return {name: path for name, path in candidates.items() if path.is_file()}
+    if name.startswith("public_keys/"):
+        return signing.parent / name
+    return {"signing_key.pem": signing, KEY_FILE: Path(instance_path) / KEY_FILE}.get(name)
+
+
+def key_files(instance_path: str | Path) -> dict[str, Path]:
+    """The installation's key files that exist on disk, by their name inside a backup."""
+    from labsys.trial.sealing import KEY_FILE
+
+    names = ["signing_key.pem", KEY_FILE]
+    public_dir = _key_place(instance_path, "public_keys/x").parent
+    names += [f"public_keys/{p.name}" for p in sorted(public_dir.glob("*.pem"))]
+    places = {name: _key_place(instance_path, name) for name in names}
+    return {name: path for name, path in places.items() if path.is_file()}
 
 
 def keys_dir_for(backup_file: Path) -> Path:
@@ -65,19 +76,11 @@ def backup_keys(instance_path: str | Path, target_dir: Path) -> list[str]:
 def restore_keys(source_dir: Path, instance_path: str | Path, force: bool) -> list[str]:
     """Install the backed-up key files. A different key already in place is replaced only with
     ``force`` (and kept aside); checks every clash before copying anything."""
-    from labsys.documents.codec import key_file_path
-    from labsys.trial.sealing import KEY_FILE
-
-    signing = key_file_path(instance_path)
-    places = {"signing_key.pem": signing, KEY_FILE: Path(instance_path) / KEY_FILE}
     plan = []
     for source in sorted(p for p in source_dir.rglob("*") if p.is_file()):
         name = source.relative_to(source_dir).as_posix()
-        if name.startswith("public_keys/"):
-            destination = signing.parent / name
-        elif name in places:
-            destination = places[name]
-        else:
+        destination = _key_place(instance_path, name)
+        if destination is None:
             continue
         if destination.exists() and destination.read_bytes() != source.read_bytes() and not force:
             raise click.ClickException(

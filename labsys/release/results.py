@@ -164,11 +164,10 @@ def _new_result(user: User, batch: Batch, version: SpecificationVersion, data: R
 
 
 def _recheck_under_lock(batch: Batch, test_codes: list[str]) -> None:
-    """Inside the unit of work: lock the batch row and check again what was checked before it,
-    because another entry or a QA decision may have committed in between. FOR UPDATE makes
-    concurrent entries for one lot wait for each other, and for a decision, which updates the
-    batch (PostgreSQL); on SQLite the writer lock (BEGIN IMMEDIATE) already does."""
-    db.session.refresh(batch, with_for_update=True)
+    """Inside the unit of work, check again what was checked before it: another entry or a QA
+    decision may have committed in between. The unit of work holds the writer lock (BEGIN
+    IMMEDIATE on SQLite, the audit-chain lock taken first on PostgreSQL) and began with every
+    object expired, so what is read here is current and stays so until the commit."""
     _require_open(batch)
     taken = [code for code in test_codes if current_result(batch, code) is not None]
     if taken:

@@ -135,10 +135,8 @@ def order_infusion(user: User, patient: Patient, infusion_date: dt.date | None,
         raise RuleViolation(_("The order was not placed."), reasons, field="infusion_date")
     target = rules.target_cells(trial.dose_cells_per_kg, patient.weight_kg)
     with unit_of_work(actor_of(user), "trial.order"):
-        # Check again under a lock on the patient: two orders placed at the same moment both
-        # passed the check above. FOR UPDATE makes the second wait for the first (PostgreSQL);
-        # on SQLite the writer lock (BEGIN IMMEDIATE) already does.
-        db.session.refresh(patient, with_for_update=True)
+        # Check again inside the unit of work, which holds the writer lock: two orders placed at
+        # the same moment both passed the check above, and the second sees the first here.
         if active_order(patient) is not None:
             raise RuleViolation(_("The order was not placed."),
                                 [_("The patient already has an infusion order (one infusion per patient).")],
