@@ -5,7 +5,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request, session
+from flask import Flask, g, request, session
 from flask_login import current_user
 
 __version__ = "0.1.0"
@@ -140,7 +140,11 @@ def register_security_headers(app: Flask) -> None:
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         if request.is_secure or app.config["SESSION_COOKIE_SECURE"]:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        if current_user and getattr(current_user, "is_authenticated", False):
+        # A signed-in user's pages are never stored. Flask-Login keeps the loaded user in
+        # g._login_user; reading it (not current_user.is_authenticated, which reads the user's
+        # row again after a rollback) costs no query.
+        user = g.get("_login_user")
+        if user is not None and not user.is_anonymous:
             headers.setdefault("Cache-Control", "no-store")
         return response
 

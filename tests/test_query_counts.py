@@ -15,7 +15,7 @@ from labsys.extensions import db
 from labsys.trial.models import Patient
 
 # Upper bounds, so that a new query on a hot path is a conscious decision.
-MOST = {"scan vial": 14, "scan wristband": 10, "dispense check": 30, "batch list": 15, "vial search": 10,
+MOST = {"scan vial": 3, "scan wristband": 5, "dispense check": 8, "batch list": 15, "vial search": 10,
         "audit trail": 9, "audit trail by type": 9}
 
 

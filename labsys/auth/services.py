@@ -16,7 +16,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import joinedload
 
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.models import ApiToken, User, UserRole, UserSession
@@ -277,10 +278,17 @@ def _end_sessions(user_id: int, reason: str) -> None:
 
 SEEN_WRITE_INTERVAL = dt.timedelta(seconds=30)
 
+# Every request loads its user through one of these: one statement each (the session or token,
+# its user and the user's roles), built once per process.
+_SESSION_WITH_USER = (select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
+                      .options(joinedload(UserSession.user).joinedload(User.roles)))
+_TOKEN_WITH_USER = (select(ApiToken).where(ApiToken.token_hash == bindparam("token_hash"))
+                    .options(joinedload(ApiToken.user).joinedload(User.roles)))
+
 
 def load_session_user(token: str) -> User | None:
     """Flask-Login's loader: the user behind a live session, or None (ended, idle, inactive)."""
-    record = db.session.scalar(select(UserSession).where(UserSession.token_hash == _token_hash(token)))
+    record = db.session.execute(_SESSION_WITH_USER, {"token_hash": _token_hash(token)}).unique().scalar_one_or_none()
     if record is None or record.ended_at is not None:
         return None
     now = utcnow()
@@ -340,7 +348,7 @@ def load_token_user(secret: str) -> User | None:
     """The active user behind a live API token, or None."""
     if not secret.startswith(API_TOKEN_PREFIX):
         return None
-    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
+    token = db.session.execute(_TOKEN_WITH_USER, {"token_hash": _token_hash(secret)}).unique().scalar_one_or_none()
     if token is None or token.revoked_at is not None:
         return None
     user = token.user

@@ -6,6 +6,7 @@ Authentication: a per-user API token (``Authorization: Bearer lsk_...``) or the 
 reason, never 500. Masked users never receive a treatment arm."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -16,11 +17,9 @@ from sqlalchemy import select
 from labsys.auth.roles import Role, allow, allow_signed_in
 from labsys.batches.models import Box, Vial
 from labsys.batches.states import BatchStatus, VialStatus
-from labsys.batches.vials import find_vial
 from labsys.chain_of_custody import services
 from labsys.documents import codec
 from labsys.extensions import db
-from labsys.release.selection import is_selected_for_trial
 
 bp = Blueprint("custody_api", __name__, url_prefix="/api/v1")
 
@@ -44,15 +43,16 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def vial_state(vial: Vial) -> dict:
-    allocation = services.allocation_of_vial(vial)
-    use_by = services.use_by(vial) if VialStatus(vial.status) == VialStatus.THAWED else None
+def vial_state(facts: services.VialFacts) -> dict:
+    vial = facts.vial
+    thawed = VialStatus(vial.status) == VialStatus.THAWED
+    use_by = (facts.thawed_at + dt.timedelta(minutes=services.hold_minutes())
+              if thawed and facts.thawed_at is not None else None)
     return {"kind": "vial", "identifier": vial.identifier, "status": VialStatus(vial.status).value,
             "lot": vial.batch.identifier, "lot_status": BatchStatus(vial.batch.status).value,
-            "lot_selected_for_trial": is_selected_for_trial(vial.batch), "location": vial.location,
+            "lot_selected_for_trial": facts.lot_selected, "location": vial.location,
             "expiry_date": vial.expiry_date.isoformat(), "viable_cells": vial.viable_cells,
-            "allocated_kit": allocation.kit_number if allocation else None,
-            "thawed_at": _iso(services.thawed_at(vial)), "use_by": _iso(use_by)}
+            "allocated_kit": facts.allocated_kit, "thawed_at": _iso(facts.thawed_at), "use_by": _iso(use_by)}
 
 
 def patient_state(patient) -> dict:
@@ -86,8 +86,8 @@ def scan():
         return problem(422, _("The code does not verify."), [verdict.reason])
     found: dict | None = None
     if verdict.kind == "vial":
-        vial = find_vial(verdict.identifier)
-        found = vial_state(vial) if vial else None
+        facts = services.vial_facts(verdict.identifier, with_place=True)
+        found = vial_state(facts) if facts else None
     elif verdict.kind == "patient":
         patient = services.patient_from_identifier(verdict.identifier)
         found = patient_state(patient) if patient else None

@@ -4,6 +4,7 @@ custody event written in the same unit of work as the change."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from typing import Iterable, Sequence
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import Actor, chain_head, record_event_now, unit_of_work
@@ -89,11 +91,15 @@ def timeline(vial: Vial) -> list[VialEvent]:
     return custody_events(vial)
 
 
+def _last_thaw(vial_id) -> Select:
+    """When the vial was last thawed (``vial_id`` a value, or ``Vial.id`` inside a larger query)."""
+    return (select(VialEvent.at).where(VialEvent.vial_id == vial_id,
+                                       VialEvent.event_type == CustodyEventType.THAWED.value)
+            .order_by(VialEvent.at.desc(), VialEvent.id.desc()).limit(1))
+
+
 def thawed_at(vial: Vial) -> dt.datetime | None:
-    at = db.session.scalar(select(VialEvent.at).where(VialEvent.vial_id == vial.id,
-                                                       VialEvent.event_type == CustodyEventType.THAWED.value)
-                           .order_by(VialEvent.at.desc(), VialEvent.id.desc()).limit(1))
-    return at
+    return db.session.scalar(_last_thaw(vial.id))
 
 
 def use_by(vial: Vial) -> dt.datetime | None:
@@ -117,11 +123,73 @@ def allocations_of(order: InfusionOrder) -> list[CustodyAllocation]:
                                    .order_by(CustodyAllocation.id)))
 
 
-def allocation_of_vial(vial: Vial) -> CustodyAllocation | None:
-    return db.session.scalar(select(CustodyAllocation).where(
-        CustodyAllocation.vial_id == vial.id,
+def _live_allocation(vial_id) -> Select:
+    """The vial's active or dispensed allocation (``vial_id`` a value, or ``Vial.id``)."""
+    return (select(CustodyAllocation).where(
+        CustodyAllocation.vial_id == vial_id,
         CustodyAllocation.status.in_([AllocationStatus.ACTIVE, AllocationStatus.DISPENSED]))
         .order_by(CustodyAllocation.id.desc()).limit(1))
+
+
+def allocation_of_vial(vial: Vial) -> CustodyAllocation | None:
+    return db.session.scalar(_live_allocation(vial.id))
+
+
+def _current_endotoxin(batch_id) -> Select:
+    """The lot's current, entered endotoxin result in EU/mL (the release feature's QC results)."""
+    from labsys.release.models import QCResult
+
+    return select(QCResult.numeric_value).where(
+        QCResult.batch_id == batch_id, QCResult.test_code == "ENDOTOXIN",
+        QCResult.superseded_by_id.is_(None), QCResult.pending.is_(False)).limit(1)
+
+
+def _endotoxin_of(batch: Batch) -> Decimal | None:
+    value = db.session.scalar(_current_endotoxin(batch.id))
+    return None if value is None else Decimal(str(value))
+
+
+@functools.cache
+def _vial_facts_statement(with_place: bool) -> Select:
+    """Built once per process (statements are immutable; building one costs more than running it)."""
+    from labsys.batches.models import Box, Rack
+    from labsys.release.models import TrialSelection
+
+    options = [joinedload(Vial.batch)]
+    if with_place:
+        options.append(joinedload(Vial.box).joinedload(Box.rack).joinedload(Rack.tank))
+    return (select(Vial, _live_allocation(Vial.id).with_only_columns(CustodyAllocation.kit_number).scalar_subquery(),
+                   _last_thaw(Vial.id).scalar_subquery(),
+                   select(TrialSelection.id).where(TrialSelection.batch_id == Vial.batch_id).exists(),
+                   _current_endotoxin(Vial.batch_id).scalar_subquery())
+            .where(Vial.identifier == bindparam("identifier")).options(*options))
+
+
+@dataclass(frozen=True)
+class VialFacts:
+    """What a scan needs to know about a vial, read in one statement (the scanner and dispense
+    check paths): the vial with its lot (and storage place when asked), the kit of its live
+    allocation, its last thaw, whether QA selected its lot, and the lot's current endotoxin."""
+    vial: Vial
+    allocated_kit: str | None
+    thawed_at: dt.datetime | None
+    lot_has_selection: bool
+    endotoxin_eu_per_ml: Decimal | None
+
+    @property
+    def lot_selected(self) -> bool:
+        """Selected for the trial and released (release.selection.is_selected_for_trial)."""
+        return self.lot_has_selection and BatchStatus(self.vial.batch.status) == BatchStatus.RELEASED
+
+
+def vial_facts(identifier: str, with_place: bool = False) -> VialFacts | None:
+    row = db.session.execute(_vial_facts_statement(with_place),
+                             {"identifier": identifier.strip().upper()}).first()
+    if row is None:
+        return None
+    vial, kit, thawed, selected, endotoxin_value = row
+    return VialFacts(vial, kit, thawed, bool(selected),
+                     None if endotoxin_value is None else Decimal(str(endotoxin_value)))
 
 
 def lot_usable(batch: Batch) -> bool:
@@ -335,31 +403,24 @@ def order_for_patient(patient: Patient) -> InfusionOrder | None:
 
 
 def scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None]:
+    scanned, patient, _order = _scan_patient(payload)
+    return scanned, patient
+
+
+def _scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None, InfusionOrder | None]:
+    """The wristband scan, the patient it names and the patient's current order."""
     verdict = codec.verify(payload)
     if not verdict.valid:
-        return rules.ScannedPatient(False, verdict.reason), None
+        return rules.ScannedPatient(False, verdict.reason), None, None
     if verdict.kind != "patient":
-        return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None
+        return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None, None
     patient = patient_from_identifier(verdict.identifier)
     if patient is None:
-        return rules.ScannedPatient(True, found=False), None
+        return rules.ScannedPatient(True, found=False), None, None
     order = order_for_patient(patient)
     return rules.ScannedPatient(True, found=True, study_id=patient.study_id, kit_number=patient.kit_number,
                                 randomized=patient.randomized, arm=arm_of(patient),
-                                weight_kg=order.weight_kg if order else patient.weight_kg), patient
-
-
-def _endotoxin_of(batch: Batch) -> Decimal | None:
-    """The lot's verified endotoxin result (EU/mL), from the release feature's QC results."""
-    try:
-        from labsys.release.results import current_result
-    except ImportError:
-        return None
-    result = current_result(batch, "ENDOTOXIN")
-    if result is None or getattr(result, "pending", False):
-        return None
-    value = getattr(result, "numeric_value", None)
-    return None if value is None else Decimal(str(value))
+                                weight_kg=order.weight_kg if order else patient.weight_kg), patient, order
 
 
 def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, Vial | None]:
@@ -370,25 +431,18 @@ def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.Sc
     if verdict.kind != "vial":
         return rules.ScannedVial(text[:60], False, _("this is a %(k)s code, not a vial", k=verdict.kind),
                                  identifier=verdict.identifier), None
-    vial = find_vial(verdict.identifier)
-    if vial is None:
+    facts = vial_facts(verdict.identifier)
+    if facts is None:
         return rules.ScannedVial(text, True, found=False, identifier=verdict.identifier), None
-    allocation = allocation_of_vial(vial)
-    batch = vial.batch
+    vial, batch = facts.vial, facts.vial.batch
     expires = dt.datetime.combine(vial.expiry_date, dt.time(0, 0), tzinfo=dt.timezone.utc)
     return rules.ScannedVial(
         text, True, found=True, identifier=vial.identifier, status=VialStatus(vial.status).value,
-        allocated_kit=allocation.kit_number if allocation else None, lot_identifier=batch.identifier,
-        lot_status=BatchStatus(batch.status).value, lot_selected=is_selected_for_trial(batch) or (
-            BatchStatus(batch.status) == BatchStatus.RELEASED_PENDING and _selected_row(batch)),
-        expires_at=expires, thawed_at=thawed_at(vial), viable_cells=vial.viable_cells, volume_ml=vial.volume_ml,
-        endotoxin_eu_per_ml=_endotoxin_of(batch)), vial
-
-
-def _selected_row(batch: Batch) -> bool:
-    from labsys.release.selection import selection_of
-
-    return selection_of(batch) is not None
+        allocated_kit=facts.allocated_kit, lot_identifier=batch.identifier,
+        lot_status=BatchStatus(batch.status).value, lot_selected=facts.lot_has_selection and BatchStatus(
+            batch.status) in (BatchStatus.RELEASED, BatchStatus.RELEASED_PENDING),
+        expires_at=expires, thawed_at=facts.thawed_at, viable_cells=vial.viable_cells, volume_ml=vial.volume_ml,
+        endotoxin_eu_per_ml=facts.endotoxin_eu_per_ml), vial
 
 
 def settings_for(patient: Patient | None) -> rules.DispenseSettings:
@@ -426,7 +480,7 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
              now: dt.datetime | None = None) -> CheckOutcome:
     """Every dispensing check for these scans; writes nothing."""
     now = now or utcnow()
-    scanned_patient, patient = scan_patient(patient_code)
+    scanned_patient, patient, order = _scan_patient(patient_code)
     scanned, vials = [], []
     for code in list(vial_codes)[:MAX_VIALS_PER_SCAN]:
         item, vial = scan_vial(code, now)
@@ -437,7 +491,6 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
                                      dispenser_id=dispenser.id if dispenser else None,
                                      witness_id=witness.id if witness else None, require_witness=require_witness)
     if patient is not None:
-        order = order_for_patient(patient)
         has_order = order is not None and OrderStatus(order.status) == OrderStatus.OPEN
         checks.insert(min(3, len(checks)), rules.Check(
             "order_open", has_order,

@@ -19,6 +19,7 @@ from typing import Any
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import record_event, unit_of_work
@@ -204,8 +205,9 @@ def get_patient(patient_id: int) -> Patient:
 
 
 def find_patient(study_id: str | None = None, kit_number: str | None = None) -> Patient | None:
-    """Look a randomized patient up by study ID or kit number (for dispensing scans)."""
-    query = select(Patient)
+    """Look a randomized patient up by study ID or kit number (for dispensing scans), with the
+    trial (every scan's checks read its settings) in the same statement."""
+    query = select(Patient).options(joinedload(Patient.trial))
     if study_id:
         query = query.where(Patient.study_id == study_id.strip())
     elif kit_number:
