@@ -43,7 +43,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores)"
 "$BIN/flask" --app wsgi db upgrade >/dev/null 2>&1
 "$BIN/redis-cli" -n 5 ping >/dev/null 2>&1 || "$PY" -c "import redis; redis.Redis(db=5).ping()"
 for port in 5150 5151; do
-  start "gunicorn-$port" "$BIN/gunicorn" -w 2 -b "127.0.0.1:$port" --log-level warning wsgi:app
+  start "gunicorn-$port" "$BIN/gunicorn" -c gunicorn.conf.py -w 2 -b "127.0.0.1:$port" --log-level warning wsgi:app
 done
 for n in 1 2; do
   start "huey-$n" "$BIN/flask" --app wsgi potency-jobs worker

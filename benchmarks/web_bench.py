@@ -1,4 +1,5 @@
-"""Web benchmark: gunicorn (2 workers) over the volume database, loaded by locust on loopback.
+"""Web benchmark: gunicorn (2 workers, threaded: gunicorn.conf.py) over the volume database, loaded by
+locust on loopback.
 
 Scenarios, each 32 concurrent users for 30 s: (a) POST /api/v1/scan with real signed vial and
 wristband codes and an API token, (b) POST /api/v1/dispense/check, (c) a signed-in QA user on the
@@ -115,7 +116,8 @@ def start_gunicorn(url: str, instance: str, port: int, workers: int = 2) -> subp
     env = {**os.environ, "LABSYS_DATABASE_URL": url, "LABSYS_INSTANCE_PATH": instance,
            "LABSYS_LOGIN_RATE_LIMIT": "10000 per minute"}
     process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
+        [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--access-logfile", "-",
          "--log-level", "warning", "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         start_new_session=True)
     wait_for(f"http://127.0.0.1:{port}/healthz")
