@@ -17,6 +17,7 @@ CJK_FONT_FILES = (
 BASE_CSS = f"""
 @page {{ size: A4; margin: 14mm 12mm; }}
 html {{ font-family: "{CJK_FONT_FAMILY}", "Noto Sans CJK", sans-serif; font-size: 9.5pt; color: #111; }}
+img.qr {{ image-rendering: pixelated; }}
 """
 
 
