@@ -1,4 +1,4 @@
-"""Vial and box label sheets: WeasyPrint PDFs with a vector QR code per label carrying a signed
+"""Vial and box label sheets: WeasyPrint PDFs with a QR code per label carrying a signed
 payload (labsys.documents.codec). The payload holds kind, identifier and key id — never a name."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from labsys.batches.vials import vials_of
 from labsys.documents import codec
 from labsys.documents.isbt import din_of, mod37_2_check
 from labsys.documents.pdf import render_pdf
-from labsys.documents.qr import qr_svg
+from labsys.documents.qr import qr_img, qr_svg
 
 
 def vial_labels(batch: Batch) -> list[dict]:
     labels = []
     for vial in vials_of(batch):
         payload = codec.encode("vial", vial.identifier)
-        labels.append({"vial": vial, "payload": payload, "qr": qr_svg(payload, box_size=4, border=4)})
+        labels.append({"vial": vial, "payload": payload, "qr": qr_img(payload)})
     return labels
 
 

@@ -9,7 +9,7 @@ from markupsafe import Markup
 from labsys.auth.signatures import signatures_for
 from labsys.chain_of_custody import services
 from labsys.documents.pdf import render_pdf
-from labsys.documents.qr import qr_svg
+from labsys.documents.qr import qr_img, qr_svg
 from labsys.extensions import db
 from labsys.trial.masking import arm_name, may_see_arm, trial_is_masked
 from labsys.trial.models import InfusionOrder, Patient
@@ -22,12 +22,21 @@ table.band td.code svg { display: block; width: 28mm; height: 28mm; }
 table.band td.text { font-size: 8.5pt; line-height: 1.3; vertical-align: middle; padding-left: 2mm; }
 """
 
+# Fixed table layout with set column widths: WeasyPrint's automatic layout first measures the
+# minimum and maximum content width of every cell (most of the certificate's layout time).
 CERTIFICATE_CSS = """
-.header { display: flex; justify-content: space-between; gap: 6mm; }
-.qr svg { width: 32mm; height: 32mm; }
-.vial-qr svg { width: 24mm; height: 24mm; }
+.header .qr { float: right; margin-left: 6mm; text-align: center; }
+.header img.qr { display: block; width: 32mm; height: 32mm; }
+.header { display: flow-root; }
+.vial-facts { display: flow-root; font-size: 8.5pt; margin: 2mm 0; }
+.vial-facts p { margin: 0; }
+img.vial-qr { float: left; width: 24mm; height: 24mm; margin: 0 4mm 1mm 0; }
 .mono { font-family: monospace; font-size: 7.5pt; word-break: break-all; }
-table { margin: 2mm 0 4mm; font-size: 8.5pt; }
+table { margin: 2mm 0 4mm; font-size: 8.5pt; table-layout: fixed; }
+col.verdict { width: 12mm; }
+col.when { width: 36mm; } col.event { width: 25mm; } col.who { width: 34mm; } col.witness { width: 24mm; }
+col.temperature { width: 11mm; }
+col.name { width: 42mm; } col.meaning { width: 38mm; }
 .vial { page-break-inside: avoid; }
 .pass { color: #14532d; } .fail { color: #991b1b; font-weight: bold; }
 """
@@ -64,7 +73,7 @@ def certificate_context(dispensing, viewer) -> dict:
         decision = decision_of(vial.batch)
         vials.append({"vial": vial, "lot": vial.batch.identifier,
                       "release_reference": decision.certificate_number if decision else "—",
-                      "qr": sized_qr(services.vial_payload(vial), "26mm"), "events": services.timeline(vial)})
+                      "qr": qr_img(services.vial_payload(vial), "qr vial-qr"), "events": services.timeline(vial)})
     signatures = signatures_for(dispensing)
     from labsys.chain_of_custody.models import Administration
     from sqlalchemy import select
@@ -72,7 +81,7 @@ def certificate_context(dispensing, viewer) -> dict:
     administration = db.session.scalar(select(Administration).where(Administration.dispensing_id == dispensing.id))
     payload = services.dispensing_payload(dispensing)
     return {"dispensing": dispensing, "order": order, "patient": patient, "arm": arm, "vials": vials,
-            "signatures": signatures, "checks": services.checks_of(dispensing, viewer), "qr": sized_qr(payload, "34mm"),
+            "signatures": signatures, "checks": services.checks_of(dispensing, viewer), "qr": qr_img(payload),
             "payload": payload, "administration": administration,
             "administration_signatures": signatures_for(administration) if administration else [],
             "lab_timezone": current_app.config.get("LAB_TIMEZONE")}

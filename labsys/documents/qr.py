@@ -1,14 +1,43 @@
-"""Vector QR codes as inline SVG (no raster: labels stay sharp at any print resolution)."""
+"""QR codes for PDFs and pages: a raster image of one pixel per module for WeasyPrint (``qr_img``),
+or vector SVG (``qr_svg``).
+
+The PDFs use ``qr_img``: a PNG data URI drawn with ``image-rendering: pixelated``, which WeasyPrint
+writes as a PDF image with /Interpolate false, so viewers and printers scale it by replicating
+pixels: every module stays a sharp square at any print resolution, as with the vector code. It
+costs WeasyPrint one small image instead of a path of hundreds of points to parse and draw (a
+500-vial label sheet drew 500 such paths: half its time)."""
 from __future__ import annotations
 
+import base64
+import io
 from functools import lru_cache
 
 import numpy as np
 import qrcode
-import qrcode.main
+import qrcode.base
+import qrcode.exceptions
+import qrcode.LUT
 import qrcode.util
-from markupsafe import Markup
-from numpy.lib.stride_tricks import sliding_window_view
+from markupsafe import Markup, escape
+from PIL import Image
+
+
+def qr_img(data: str, css_class: str = "qr", border: int = 4,
+           error_correction: int = qrcode.constants.ERROR_CORRECT_M) -> Markup:
+    """An ``<img class="qr">`` whose source is ``qr_png(data)`` as a data URI; its printed size is
+    set by the document's CSS (``labsys.documents.pdf.BASE_CSS`` turns interpolation off)."""
+    uri = "data:image/png;base64," + base64.b64encode(qr_png(data, border, error_correction)).decode("ascii")
+    return Markup(f'<img class="{escape(css_class)}" src="{uri}" alt="QR">')
+
+
+def qr_png(data: str, border: int = 4, error_correction: int = qrcode.constants.ERROR_CORRECT_M) -> bytes:
+    """The symbol as a PNG of one pixel per module (8-bit grey, black and white only: WeasyPrint
+    embeds grey PNG data as it is, where a 1-bit image would be converted to RGB first)."""
+    modules = qr_modules(data, error_correction, border)
+    image = Image.fromarray(np.where(modules, 0, 255).astype(np.uint8), "L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def qr_svg(data: str, box_size: int = 10, border: int = 4,
@@ -74,47 +103,208 @@ def outline_path(matrix: list[list[bool]]) -> str:
 
 
 def qr_matrix(data: str, error_correction: int = qrcode.constants.ERROR_CORRECT_M, border: int = 4) -> list[list[bool]]:
-    """The modules (True = dark, quiet zone included) that ``qrcode.QRCode.make(fit=True)`` gives.
+    """The modules (True = dark, quiet zone included) that ``qrcode.QRCode.make(fit=True)`` gives."""
+    return qr_modules(data, error_correction, border).tolist()
 
-    qrcode picks the mask by building the whole symbol eight times and scoring each in pure
-    Python (about 5 ms a code on an idle core, a third of a 500-vial label sheet's time). The
-    eight candidates differ only in the data modules, so they are scored here at once with numpy,
-    by the same rules and with the same tie-break (the first lowest); tests compare the result
-    with qrcode's own on many payloads."""
+
+def qr_modules(data: str, error_correction: int = qrcode.constants.ERROR_CORRECT_M, border: int = 4) -> np.ndarray:
+    """``qr_matrix`` as a numpy bool array: the same symbol, made cheaply.
+
+    qrcode segments the data (``QRCode.add_data``). What qrcode then does in pure Python, a bit
+    at a time (about 5 ms a code), is done here with whole integers, per-version tables and numpy,
+    by the same rules and with qrcode's own tables: the version is the smallest that fits (it
+    depends only on each segment's mode and length, so it is worked out once per shape); the
+    codewords are ``util.create_data``'s (see ``_codewords``); the bits
+    go where ``map_data`` puts them (its zigzag order, cached per version); the mask is the first
+    of the eight with the fewest penalty points, scored as qrcode scores them (format and version
+    bits left light); then the format and version information of that mask. Tests compare the
+    result with qrcode's own on many payloads and levels."""
     code = qrcode.QRCode(error_correction=error_correction, border=border)
     code.add_data(data)
-    code.best_fit()
-    code.makeImpl(False, _best_mask_pattern(code))
-    return code.get_matrix()
+    version = _version_for(tuple((chunk.mode, len(chunk)) for chunk in code.data_list), error_correction)
+    codewords = _codewords(version, error_correction, code.data_list)
+    rows, columns = _data_order(version)
+    bits = np.unpackbits(np.asarray(codewords, dtype=np.uint8))[: len(rows)].astype(bool)
+    unmasked = _blank(version).copy()
+    unmasked[rows[: len(bits)], columns[: len(bits)]] = bits  # modules past the codewords stay light
+    candidates = unmasked ^ _masked_data_modules(version)  # the eight masks at once
+    best = int(np.argmin(_lost_points(candidates)))  # the first of the lowest, as qrcode
+    symbol = candidates[best]
+    positions, values = _type_bits(version, error_correction, best)
+    symbol[positions] = values
+    if border:
+        symbol = np.pad(symbol, border, constant_values=False)
+    return symbol
 
 
-def _best_mask_pattern(code: qrcode.QRCode) -> int:
-    code.makeImpl(True, 0)  # what qrcode scores: format and version bits left light ("test")
-    symbol = np.array(code.modules, dtype=bool)
-    size = len(symbol)
-    data = _data_modules(code.version)
-    unmasked = symbol ^ (data & _mask(size, 0))
-    best, lowest = 0, None
-    for pattern in range(8):
-        points = _lost_points(unmasked ^ (data & _mask(size, pattern)))
-        if lowest is None or points < lowest:
-            best, lowest = pattern, points
-    return best
+def _codewords(version: int, error_correction: int, data_list: list) -> list[int]:
+    """What ``qrcode.util.create_data`` returns (data and Reed-Solomon codewords, interleaved),
+    computed with whole integers and a multiplication table instead of a bit at a time and
+    qrcode's recursive polynomial objects (two thirds of a code's time before); qrcode's own tables
+    (modes, length fields, RS blocks, generator polynomials, GF(256)) are used as they are."""
+    util = qrcode.util
+    value = length = 0
+    for chunk in data_list:
+        fields = [(chunk.mode, 4), (len(chunk), util.length_in_bits(chunk.mode, version))]
+        data = chunk.data
+        if chunk.mode == util.MODE_NUMBER:
+            fields += [(int(data[i:i + 3]), util.NUMBER_LENGTH[len(data[i:i + 3])]) for i in range(0, len(data), 3)]
+        elif chunk.mode == util.MODE_ALPHA_NUM:
+            find = util.ALPHA_NUM.find
+            fields += [(find(data[i]) * 45 + find(data[i + 1]), 11) if i + 1 < len(data) else (find(data[i:i + 1]), 6)
+                       for i in range(0, len(data), 2)]
+        else:
+            fields += [(byte, 8) for byte in data]
+        for number, bits in fields:
+            value = (value << bits) | (number & ((1 << bits) - 1))
+            length += bits
+    blocks = qrcode.base.rs_blocks(version, error_correction)
+    limit = sum(block.data_count * 8 for block in blocks)
+    if length > limit:
+        raise qrcode.exceptions.DataOverflowError(f"Code length overflow. Data size ({length}) > size available ({limit})")
+    terminator = min(limit - length, 4)
+    value, length = value << terminator, length + terminator
+    if length % 8:
+        value, length = value << (8 - length % 8), length + 8 - length % 8
+    stream = list(value.to_bytes(length // 8, "big")) if length else []
+    stream += [util.PAD0 if i % 2 == 0 else util.PAD1 for i in range((limit - length) // 8)]
+    data_blocks, ec_blocks, offset = [], [], 0
+    for block in blocks:
+        dc = stream[offset: offset + block.data_count]
+        offset += block.data_count
+        data_blocks.append(dc)
+        ec_blocks.append(_remainder(dc, block.total_count - block.data_count))
+    words = [dc[i] for i in range(max(map(len, data_blocks))) for dc in data_blocks if i < len(dc)]
+    words += [ec[i] for i in range(max(map(len, ec_blocks))) for ec in ec_blocks if i < len(ec)]
+    return words
+
+
+def _remainder(data: list[int], count: int) -> list[int]:
+    """The ``count`` Reed-Solomon codewords of ``data`` (the remainder of data·x^count divided by
+    the generator polynomial over GF(256)), by the usual shift register."""
+    generator = _generator(count)
+    table = _gf_products()
+    remainder = [0] * count
+    for byte in data:
+        factor = byte ^ remainder[0]
+        remainder = remainder[1:] + [0]
+        if factor:
+            row = table[factor]
+            remainder = [r ^ row[g] for r, g in zip(remainder, generator)]
+    return remainder
+
+
+@lru_cache(maxsize=None)
+def _generator(count: int) -> tuple[int, ...]:
+    """Coefficients after the leading 1 of the generator polynomial of ``count`` EC codewords."""
+    if count in qrcode.LUT.rsPoly_LUT:
+        coefficients = list(qrcode.LUT.rsPoly_LUT[count])
+    else:
+        polynomial = qrcode.base.Polynomial([1], 0)
+        for i in range(count):
+            polynomial = polynomial * qrcode.base.Polynomial([1, qrcode.base.gexp(i)], 0)
+        coefficients = list(polynomial)
+    return tuple(coefficients[1:])
+
+
+@lru_cache(maxsize=None)
+def _gf_products() -> tuple[tuple[int, ...], ...]:
+    """a·b in qrcode's GF(256) for every a, b (a 256 × 256 table)."""
+    base = qrcode.base
+    return tuple(tuple(0 if a == 0 or b == 0 else base.gexp(base.glog(a) + base.glog(b)) for b in range(256))
+                 for a in range(256))
+
+
+@lru_cache(maxsize=None)
+def _version_for(shape: tuple[tuple[int, int], ...], error_correction: int) -> int:
+    """The version ``QRCode.best_fit`` picks for segments of these (mode, length) pairs."""
+    samples = {qrcode.util.MODE_NUMBER: "0", qrcode.util.MODE_ALPHA_NUM: "A", qrcode.util.MODE_8BIT_BYTE: "a"}
+    probe = qrcode.QRCode(error_correction=error_correction)
+    probe.data_list = [qrcode.util.QRData(samples[mode] * length, mode=mode, check_data=True) for mode, length in shape]
+    return probe.best_fit()
+
+
+def _function_patterns(version: int) -> list[list[bool | None]]:
+    """qrcode's modules after its function patterns (None where nothing is set yet)."""
+    size = version * 4 + 17
+    probe = qrcode.QRCode(version=version)
+    probe.modules_count = size
+    probe.modules = [[None] * size for _ in range(size)]
+    probe.setup_position_probe_pattern(0, 0)
+    probe.setup_position_probe_pattern(size - 7, 0)
+    probe.setup_position_probe_pattern(0, size - 7)
+    probe.setup_position_adjust_pattern()
+    probe.setup_timing_pattern()
+    return probe.modules
+
+
+@lru_cache(maxsize=None)
+def _blank(version: int) -> np.ndarray:
+    """The function patterns of ``version`` (dark = True), every other module light."""
+    blank = np.array([[bool(cell) for cell in row] for row in _function_patterns(version)], dtype=bool)
+    blank.flags.writeable = False
+    return blank
 
 
 @lru_cache(maxsize=None)
 def _data_modules(version: int) -> np.ndarray:
     """Where map_data writes: the modules no function pattern or format/version bit sets (the
-    same for every code of a version; call after a makeImpl of that version)."""
+    same for every code of a version)."""
     probe = qrcode.QRCode(version=version)
     probe.modules_count = version * 4 + 17
-    probe.modules = qrcode.main.copy_2d_array(qrcode.main.precomputed_qr_blanks[version])
+    probe.modules = _function_patterns(version)
     probe.setup_type_info(True, 0)
     if version >= 7:
         probe.setup_type_number(True)
     data = np.array([[cell is None for cell in row] for row in probe.modules], dtype=bool)
     data.flags.writeable = False
     return data
+
+
+@lru_cache(maxsize=None)
+def _data_order(version: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the data modules in the order ``map_data`` fills them (upwards and
+    downwards in two-column strips from the right, skipping the vertical timing pattern)."""
+    free = _data_modules(version)
+    size = len(free)
+    rows: list[int] = []
+    columns: list[int] = []
+    row, step = size - 1, -1
+    for column in range(size - 1, 0, -2):
+        if column <= 6:
+            column -= 1
+        while True:
+            for c in (column, column - 1):
+                if free[row, c]:
+                    rows.append(row)
+                    columns.append(c)
+            row += step
+            if row < 0 or row >= size:
+                row -= step
+                step = -step
+                break
+    order = (np.array(rows, dtype=np.intp), np.array(columns, dtype=np.intp))
+    for array in order:
+        array.flags.writeable = False
+    return order
+
+
+@lru_cache(maxsize=None)
+def _type_bits(version: int, error_correction: int, pattern: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Positions and values of the format information (and of the version information from
+    version 7), the dark module included, that qrcode writes for this level and mask."""
+    size = version * 4 + 17
+    probe = qrcode.QRCode(version=version, error_correction=error_correction)
+    probe.modules_count = size
+    probe.modules = [[None] * size for _ in range(size)]
+    probe.setup_type_info(False, pattern)
+    if version >= 7:
+        probe.setup_type_number(False)
+    cells = [(r, c, bool(value)) for r, line in enumerate(probe.modules) for c, value in enumerate(line)
+             if value is not None]
+    positions = (np.array([r for r, _, _ in cells], dtype=np.intp), np.array([c for _, c, _ in cells], dtype=np.intp))
+    values = np.array([v for _, _, v in cells], dtype=bool)
+    return positions, values
 
 
 @lru_cache(maxsize=None)
@@ -125,26 +315,42 @@ def _mask(size: int, pattern: int) -> np.ndarray:
     return mask
 
 
-_FINDER_LIKE = (np.array([1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0], dtype=bool),
-                np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1], dtype=bool))
+@lru_cache(maxsize=None)
+def _masked_data_modules(version: int) -> np.ndarray:
+    """(8, size, size): the data modules each mask pattern darkens."""
+    data = _data_modules(version)
+    stack = np.stack([data & _mask(len(data), pattern) for pattern in range(8)])
+    stack.flags.writeable = False
+    return stack
 
 
-def _lost_points(matrix: np.ndarray) -> int:
-    """qrcode.util.lost_point, vectorised: runs of five or more, 2×2 blocks, finder-like
-    1:1:3:1:1 patterns with four light modules, and the dark share's distance from 50 %."""
-    size = len(matrix)
-    points = 0
-    for lines in (matrix, matrix.T):
-        padded = np.full((size, size + 2), 2, dtype=np.int8)  # a sentinel ends every line's last run
-        padded[:, 1:-1] = lines
+# 1:1:3:1:1 finder-like patterns with four light modules on either side, as 11-bit numbers (first
+# module the most significant bit): 10111010000 and 00001011101.
+_FINDER_LIKE = (0b10111010000, 0b00001011101)
+
+
+def _lost_points(symbols: np.ndarray) -> np.ndarray:
+    """qrcode.util.lost_point of each symbol of a (k, size, size) stack, vectorised: runs of five
+    or more (3 + the excess), 2×2 blocks of one colour (3 each), finder-like patterns (40 each),
+    and 10 per whole 5 % of the dark share's distance from 50 %."""
+    count, size = len(symbols), symbols.shape[1]
+    points = np.zeros(count, dtype=np.int64)
+    for lines in (symbols, symbols.transpose(0, 2, 1)):
+        padded = np.full((count, size, size + 2), 2, dtype=np.int8)  # a sentinel ends every line's runs
+        padded[:, :, 1:-1] = lines
         flat = padded.ravel()
-        lengths = np.diff(np.flatnonzero(flat[1:] != flat[:-1]))
-        long = lengths[lengths >= 5]
-        points += int((long - 2).sum())
-        windows = sliding_window_view(lines, 11, axis=1)
-        points += 40 * int(sum((windows == pattern).all(axis=2).sum() for pattern in _FINDER_LIKE))
-    block = matrix[:-1, :-1]
-    points += 3 * int(((block == matrix[1:, :-1]) & (block == matrix[:-1, 1:]) & (block == matrix[1:, 1:])).sum())
-    percent = float(int(matrix.sum())) / (size ** 2)
-    points += int(abs(percent * 100 - 50) / 5) * 10
+        changes = np.flatnonzero(flat[1:] != flat[:-1])
+        lengths = np.diff(changes)
+        owner = (changes[:-1] + 1) // (size * (size + 2))
+        points += np.bincount(owner, weights=np.where(lengths >= 5, lengths - 2, 0), minlength=count).astype(np.int64)
+        windows = np.zeros((count, size, size - 10), dtype=np.uint16)
+        for k in range(11):
+            windows = (windows << 1) | lines[:, :, k:k + size - 10]
+        points += 40 * ((windows == _FINDER_LIKE[0]) | (windows == _FINDER_LIKE[1])).sum(axis=(1, 2))
+    block = symbols[:, :-1, :-1]
+    points += 3 * ((block == symbols[:, 1:, :-1]) & (block == symbols[:, :-1, 1:])
+                   & (block == symbols[:, 1:, 1:])).sum(axis=(1, 2))
+    for index, dark in enumerate(symbols.sum(axis=(1, 2)).tolist()):
+        percent = float(dark) / (size ** 2)
+        points[index] += int(abs(percent * 100 - 50) / 5) * 10
     return points

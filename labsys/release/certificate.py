@@ -10,7 +10,7 @@ from labsys.batches.models import Batch
 from labsys.batches.services import deviations_of
 from labsys.documents import codec
 from labsys.documents.pdf import render_pdf
-from labsys.documents.qr import qr_svg
+from labsys.documents.qr import qr_img
 from labsys.release import decisions, hooks
 from labsys.release.models import ReleaseDecision
 
@@ -22,7 +22,7 @@ th { background: #eee; }
 .verdict-pass { color: #14532d; } .verdict-fail, .verdict-oos { color: #991b1b; font-weight: bold; }
 .verdict-pending { color: #92400e; }
 .header { display: flex; justify-content: space-between; }
-.qr svg { width: 34mm; height: 34mm; }
+.qr img.qr { width: 34mm; height: 34mm; }
 .mono { font-family: monospace; font-size: 7.5pt; word-break: break-all; }
 """
 
@@ -37,6 +37,6 @@ def certificate_pdf(batch: Batch, decision: ReleaseDecision) -> bytes:
     return render_pdf("release/certificate.html", extra_css=CERTIFICATE_CSS, batch=batch, decision=decision,
                       rows=decisions.evaluation_rows(decision), signatures=signatures_for(decision),
                       deviations=deviations_of(batch), potency=hooks.potency_for(batch.identifier),
-                      qr=qr_svg(payload), payload=payload,
+                      qr=qr_img(payload), payload=payload,
                       resolve_url=url_for("release.resolve_certificate", payload=payload, _external=True),
                       lab_timezone=current_app.config.get("LAB_TIMEZONE"))

@@ -97,3 +97,30 @@ def test_the_qr_outline_path_fills_exactly_the_dark_modules():
         assert len(re.findall("[hv]", path)) < 2 * squares  # far fewer commands than a square per module
     svg = str(qr_svg("HELLO-LABSYS", box_size=4))
     assert svg.startswith('<svg width="11.6mm" height="11.6mm"') and 'viewBox="0 0 29 29"' in svg
+
+
+def test_raster_qr_images_are_drawn_without_interpolation_and_scan_at_screen_and_print_resolutions(app, tmp_path):
+    """The PDFs draw QR codes as images of one pixel per module (qr_img): PDF /Interpolate false,
+    so every module prints as a sharp square; a decoder reads the code at 150 and at 600 dpi."""
+    import re
+
+    import numpy as np
+
+    from labsys.documents.qr import qr_img, qr_modules, qr_png
+
+    payload = "LS1.VIAL.W000026000005001.ABCDEF12." + "A" * 103
+    png = Image.open(__import__("io").BytesIO(qr_png(payload)))
+    assert png.mode == "L" and png.size == (len(qr_modules(payload)),) * 2
+    assert np.array_equal(np.array(png) == 0, qr_modules(payload))  # one pixel per module, dark = black
+    img = str(qr_img(payload, "qr label-qr"))
+    assert img.startswith('<img class="qr label-qr" src="data:image/png;base64,')
+    html = f"<style>img.label-qr {{ width: 27mm; height: 27mm; }}</style><p>批记录</p>{img}"
+    with app.test_request_context():
+        pdf = html_to_pdf(html)
+    assert re.search(rb"/Interpolate\s+false", pdf) and not re.search(rb"/Interpolate\s+true", pdf)
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(pdf)
+    for dpi in (150, 600):
+        subprocess.run(["pdftoppm", "-r", str(dpi), "-png", str(path), str(tmp_path / f"r{dpi}")], check=True)
+        page = Image.open(next(tmp_path.glob(f"r{dpi}*.png")))
+        assert [r.text for r in zxingcpp.read_barcodes(page)] == [payload], dpi
