@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel import dates as babel_dates, numbers as babel_numbers
@@ -46,7 +47,14 @@ def format_date(value: dt.date | None) -> str:
         return "—"
     if isinstance(value, dt.datetime):
         value = to_lab(value).date()
-    return babel_dates.format_date(value, format="medium", locale=current_locale())
+    return _date_text(value, current_locale())
+
+
+@lru_cache(maxsize=4096)
+def _date_text(value: dt.date, locale: str) -> str:
+    """A calendar date as the locale writes it: a pure function of its arguments, remembered
+    because a list page writes the same few days over and over (babel rebuilds it each time)."""
+    return babel_dates.format_date(value, format="medium", locale=locale)
 
 
 def format_datetime(value: dt.datetime | None, seconds: bool = False) -> str:
@@ -57,7 +65,7 @@ def format_datetime(value: dt.datetime | None, seconds: bool = False) -> str:
         return "—"
     local = to_lab(value)
     clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
-    return f"{format_date(local.date())} {clock} {zone_label(local)}"
+    return f"{_date_text(local.date(), current_locale())} {clock} {zone_label(local)}"
 
 
 def format_number(value: int | float | Decimal | None, decimals: int | None = None) -> str:
