@@ -30,7 +30,8 @@ class RowPagination(Pagination):
     shown columns.
 
     ``keys``: a select of the key column of the matching rows, in page order; ``by_keys``: the
-    rows (in page order) whose key is in a list or select of keys; ``count_select``: the number of
+    rows (in page order) whose key is in a list or select of keys, or None when ``keys`` selects
+    the shown columns themselves (one table, nothing to join); ``count_select``: the number of
     matching rows. ``few``: the filter cannot use an index (a search inside identifiers), so the
     table is read once instead of twice: when at most FEW rows match, their keys give the count
     and the page is cut from them."""
@@ -47,6 +48,8 @@ class RowPagination(Pagination):
                 chosen = keys[self._query_offset:self._query_offset + self.per_page]
                 return list(db.session.execute(args["by_keys"](chosen)).all()) if chosen else []
         chosen = args["keys"].limit(self.per_page).offset(self._query_offset)
+        if args["by_keys"] is None:  # the keys are the rows
+            return list(db.session.execute(chosen).all())
         return list(db.session.execute(args["by_keys"](chosen)).all())
 
     def _query_count(self) -> int:

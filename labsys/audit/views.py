@@ -14,6 +14,7 @@ from labsys.audit.models import AuditCount, AuditEntry
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.roles import Role, allow
 from labsys.extensions import db
+from labsys.listing import page_of_rows
 from labsys.timefmt import lab_day_bounds
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -29,11 +30,16 @@ _ENTITY_TYPES = text(
     " SELECT entity_type FROM types WHERE entity_type IS NOT NULL ORDER BY entity_type")
 
 
+# What the trail page shows of an entry (not the hashes: ``audit verify`` checks those).
+_SHOWN = (AuditEntry.seq, AuditEntry.recorded_at, AuditEntry.actor_name, AuditEntry.action, AuditEntry.entity_type,
+          AuditEntry.entity_id, AuditEntry.old_values, AuditEntry.new_values, AuditEntry.reason)
+
+
 def _filtered_query(for_page: bool = False):
-    """The entries the filters select. ``for_page``: the same entries, phrased so that the newest
-    page is read along the sequence index (an action prefix as a range would make the database
-    read every entry of that action and sort them)."""
-    query = select(AuditEntry)
+    """The entries the filters select. ``for_page``: the same entries' shown columns, phrased so
+    that the newest page is read along the sequence index (an action prefix as a range would make
+    the database read every entry of that action and sort them)."""
+    query = select(*_SHOWN) if for_page else select(AuditEntry)
     filters = {k: request.args.get(k, "").strip() for k in ("entity", "entity_id", "user", "action", "from", "to")}
     errors = []
     if filters["entity"]:
@@ -80,18 +86,17 @@ def _counted(entity: str, action: str):
 def trail():
     query, filters, errors = _filtered_query()
     page_query, _, _ = _filtered_query(for_page=True)
-    page = db.paginate(page_query.order_by(AuditEntry.seq.desc()),
-                       per_page=current_app.config["PAGE_SIZE"], error_out=False, count=False)
     if any(value for key, value in filters.items() if key not in ("entity", "action")):
-        page.total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+        total = select(func.count()).select_from(query.subquery())
     elif filters["entity"] or filters["action"]:
         # By record type and/or action: the sum of the trigger-kept counters of the matching
         # (type, action) pairs, the same number as counting the entries (a test compares them).
-        page.total = db.session.scalar(_counted(filters["entity"], filters["action"]))
+        total = _counted(filters["entity"], filters["action"])
     else:
         # The chain numbers its entries 1, 2, 3, … without gaps (``audit verify`` checks it), so
         # the highest number is the count: no scan of a million-row table per page.
-        page.total = db.session.scalar(select(func.max(AuditEntry.seq))) or 0
+        total = select(func.coalesce(func.max(AuditEntry.seq), 0))
+    page = page_of_rows(page_query.order_by(AuditEntry.seq.desc()), None, total)
     entity_types = db.session.scalars(_ENTITY_TYPES).all()
     return render_template("audit/trail.html", page=page, filters=filters, errors=errors,
                            entity_types=entity_types)
