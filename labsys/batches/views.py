@@ -109,20 +109,18 @@ def index():
             .join(Cord, Batch.cord_id == Cord.id).join(Donor, Cord.donor_id == Donor.id)
             .order_by(Batch.started_at.desc(), Batch.id.desc()))
     # Every lot has its cord and every cord its donor (non-null foreign keys): the keys and the
-    # count need the joins only when the donor code is searched. A search scans every lot: it
-    # reads the matching keys once, for the count and the page.
+    # count need no joins; a donor code searched selects the lots of the matching donors' cords.
+    # A search scans every lot: it reads the matching keys once, for the count and the page.
     conditions = []
-    keys, count = select(Batch.id), select(func.count(Batch.id))
     if term:
         like = f"%{term.upper()}%"
-        conditions.append(or_(Batch.identifier.like(like), func.upper(Donor.code).like(like)))
-        keys = keys.join(Cord, Batch.cord_id == Cord.id).join(Donor, Cord.donor_id == Donor.id)
-        count = count.join(Cord, Batch.cord_id == Cord.id).join(Donor, Cord.donor_id == Donor.id)
+        donors_cords = select(Cord.id).join(Donor, Cord.donor_id == Donor.id).where(func.upper(Donor.code).like(like))
+        conditions.append(or_(Batch.identifier.like(like), Batch.cord_id.in_(donors_cords)))
     if status in {s.value for s in BatchStatus}:
         conditions.append(Batch.status == BatchStatus(status))
-    page = page_of_rows(keys.where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),
-                        lambda chosen: rows.where(Batch.id.in_(chosen)), count.where(*conditions), few=bool(term),
-                        per_page=request.args.get("per_page", 25, type=int) or 25)
+    page = page_of_rows(select(Batch.id).where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),
+                        lambda chosen: rows.where(Batch.id.in_(chosen)), select(func.count(Batch.id)).where(*conditions),
+                        few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
     open_deviations = db.session.scalar(select(func.count(Deviation.id))
                                         .where(Deviation.status == DeviationStatus.OPEN))
     return render_template("batches/index.html", page=page, term=term, status=status, statuses=list(BatchStatus),
