@@ -61,4 +61,4 @@ class RowPagination(Pagination):
 def page_of_rows(keys, by_keys, count, few: bool = False, per_page: int | None = None) -> RowPagination:
     """The requested page (``?page=``) of rows, as described in RowPagination."""
     return RowPagination(keys=keys, by_keys=by_keys, count_select=count, few=few,
-                         per_page=per_page or current_app.config["PAGE_SIZE"], error_out=False)
+                         per_page=per_page or current_app.config["PAGE_SIZE"], max_per_page=None, error_out=False)
