@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from babel import dates as babel_dates, numbers as babel_numbers
@@ -36,8 +37,15 @@ def current_locale() -> str:
 
 def zone_label(value: dt.datetime) -> str:
     """The lab zone's UTC offset, e.g. ``UTC+08:00``: unambiguous, unlike abbreviations such as CST."""
-    offset = value.strftime("%z")
-    return f"UTC{offset[:3]}:{offset[3:]}"
+    return _offset_label(value.utcoffset())
+
+
+@lru_cache(maxsize=64)
+def _offset_label(offset: dt.timedelta | None) -> str:
+    """``UTC+08:00`` for an offset (what ``%z`` writes depends on the offset alone; a list page
+    writes the same one or two offsets on every row)."""
+    text = dt.datetime(2000, 1, 1, tzinfo=dt.timezone(offset) if offset is not None else None).strftime("%z")
+    return f"UTC{text[:3]}:{text[3:]}"
 
 
 def format_date(value: dt.date | None) -> str:
@@ -46,7 +54,14 @@ def format_date(value: dt.date | None) -> str:
         return "—"
     if isinstance(value, dt.datetime):
         value = to_lab(value).date()
-    return babel_dates.format_date(value, format="medium", locale=current_locale())
+    return _date_text(value, current_locale())
+
+
+@lru_cache(maxsize=4096)
+def _date_text(value: dt.date, locale: str) -> str:
+    """A calendar date as the locale writes it: a pure function of its arguments, remembered
+    because a list page writes the same few days over and over (babel rebuilds it each time)."""
+    return babel_dates.format_date(value, format="medium", locale=locale)
 
 
 def format_datetime(value: dt.datetime | None, seconds: bool = False) -> str:
@@ -56,8 +71,8 @@ def format_datetime(value: dt.datetime | None, seconds: bool = False) -> str:
     if value is None:
         return "—"
     local = to_lab(value)
-    clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
-    return f"{format_date(local.date())} {clock} {zone_label(local)}"
+    clock = f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}" if seconds else f"{local.hour:02d}:{local.minute:02d}"
+    return f"{_date_text(local.date(), current_locale())} {clock} {zone_label(local)}"
 
 
 def format_number(value: int | float | Decimal | None, decimals: int | None = None) -> str:
@@ -65,8 +80,18 @@ def format_number(value: int | float | Decimal | None, decimals: int | None = No
     ``decimals`` fixes the count of decimal places."""
     if value is None:
         return "—"
+    if type(value) is int:  # counts of cells, vials …: one text per value, remembered
+        return _integer_text(value, decimals, current_locale())
+    return _decimal_text(value, decimals, current_locale())
+
+
+def _decimal_text(value: int | float | Decimal, decimals: int | None, locale: str) -> str:
     pattern = None if decimals is None else "#,##0" + ("." + "0" * decimals if decimals else "")
-    return babel_numbers.format_decimal(value, format=pattern, locale=current_locale())
+    return babel_numbers.format_decimal(value, format=pattern, locale=locale)
+
+
+# A pure function of its arguments; babel takes ~30 µs a number and a list page repeats values.
+_integer_text = lru_cache(maxsize=4096)(_decimal_text)
 
 
 def lab_day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

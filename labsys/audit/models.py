@@ -6,6 +6,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from labsys.audit.counts import keep_counts
 from labsys.audit.guards import make_append_only
 from labsys.db import UTCDateTime, utcnow
 from labsys.extensions import db
@@ -39,3 +40,15 @@ class AuditEntry(db.Model):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 make_append_only(AuditEntry.__table__)
+keep_counts(AuditEntry.__table__)
+
+
+class AuditCount(db.Model):
+    """How many entries of the trail have this record type and action: kept by a trigger on
+    ``audit_entries`` (labsys.audit.counts) in the transaction of each entry, never by the app."""
+
+    __tablename__ = "audit_counts"
+
+    entity_type: Mapped[str] = mapped_column(String(80), primary_key=True)
+    action: Mapped[str] = mapped_column(String(80), primary_key=True)
+    entries: Mapped[int] = mapped_column(BigInteger)

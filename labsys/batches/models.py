@@ -390,6 +390,11 @@ def position_label(row: int, column: int) -> str:
     return f"{chr(ord('A') + row - 1)}{column}"
 
 
+def vial_location(tank: str, rack: str, box: str, row: int, column: int) -> str:
+    """Where a stored vial is: tank/rack/box/position (``Vial.location``, from plain values)."""
+    return f"{tank}/{rack}/{box}/{position_label(row, column)}"
+
+
 class Vial(Audited, db.Model):
     """One container of product. Never deleted; its status follows states.VIAL_TRANSITIONS."""
 
@@ -429,7 +434,8 @@ class Vial(Audited, db.Model):
     def location(self) -> str | None:
         if self.box is None:
             return None
-        return f"{self.box.location}/{position_label(self.row, self.column)}"  # type: ignore[arg-type]
+        return vial_location(self.box.rack.tank.code, self.box.rack.code, self.box.code,  # type: ignore[arg-type]
+                             self.row, self.column)
 
 
 class VialEvent(Audited, db.Model):

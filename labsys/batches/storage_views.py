@@ -4,17 +4,17 @@ from __future__ import annotations
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import func, select
 
 from labsys.auth.roles import Role, allow
 from labsys.batches import forms, services, vials as vial_services
 from labsys.batches.labels import box_label_pdf
-from labsys.batches.models import Box, Rack, Tank, Vial
+from labsys.batches.models import Batch, Box, Rack, Tank, Vial, vial_location
 from labsys.batches.states import VIAL_STATUS_LABELS, VIAL_TRANSITIONS, VialStatus
 from labsys.errors import RuleViolation
 from labsys.extensions import db
-from labsys.batches.views import STAFF, _page, bp
+from labsys.listing import page_of_rows
+from labsys.batches.views import STAFF, bp
 
 QA_VIAL_STATES = (VialStatus.DESTROYED, VialStatus.EXPIRED, VialStatus.RECALLED)
 
@@ -25,14 +25,26 @@ QA_VIAL_STATES = (VialStatus.DESTROYED, VialStatus.EXPIRED, VialStatus.RECALLED)
 def vials():
     term = request.args.get("q", "").strip()
     status = request.args.get("status", "")
-    # The page shows each vial's lot and place: load them per page, not per vial.
-    query = select(Vial).order_by(Vial.identifier).options(
-        selectinload(Vial.batch), selectinload(Vial.box).selectinload(Box.rack).selectinload(Rack.tank))
+    # Only the shown columns, as rows: each vial's lot and place by join, for the page's vials only.
+    rows = (select(Vial.id, Vial.identifier, Batch.identifier.label("batch_identifier"), Vial.viable_cells,
+                   Vial.expiry_date, Vial.status, Vial.row, Vial.column, Box.code.label("box"),
+                   Rack.code.label("rack"), Tank.code.label("tank"))
+            .join(Batch, Vial.batch_id == Batch.id).outerjoin(Box, Vial.box_id == Box.id)
+            .outerjoin(Rack, Box.rack_id == Rack.id).outerjoin(Tank, Rack.tank_id == Tank.id)
+            .order_by(Vial.identifier))
+    conditions = []
     if term:
-        query = query.where(vial_services.identifier_matches(term))
+        conditions.append(vial_services.identifier_matches(term))
     if status in {s.value for s in VialStatus}:
-        query = query.where(Vial.status == VialStatus(status))
-    return render_template("batches/vials.html", page=_page(query), term=term, status=status, statuses=list(VialStatus))
+        conditions.append(Vial.status == VialStatus(status))
+    # Every vial has its lot and the place joins are outer: the keys and the count need only the
+    # vials. A search inside identifiers scans them all: it reads the matching keys once.
+    page = page_of_rows(select(Vial.id).where(*conditions).order_by(Vial.identifier),
+                        lambda chosen: rows.where(Vial.id.in_(chosen)), select(func.count(Vial.id)).where(*conditions),
+                        few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
+    return render_template("batches/vials.html", page=page, term=term, status=status, statuses=list(VialStatus),
+                           status_labels={s: str(VIAL_STATUS_LABELS[s]) for s in VialStatus},
+                           vial_location=vial_location)
 
 
 def _store_form() -> forms.StoreVialForm:

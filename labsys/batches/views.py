@@ -13,7 +13,6 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import contains_eager
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
@@ -29,6 +28,7 @@ from labsys.documents.pdf import render_pdf
 from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.listing import page_of_rows
 from labsys.timefmt import parse_lab_datetime
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -99,24 +99,33 @@ def _page(query):
 def index():
     term = request.args.get("q", "").strip()
     status = request.args.get("status", "")
-    query = (select(Batch).join(Batch.cord).join(Cord.donor)
-             .options(contains_eager(Batch.cord).contains_eager(Cord.donor))
-             .order_by(Batch.started_at.desc(), Batch.id.desc()))
+    # Only the shown columns, as rows: each lot's donor code by join, its highest passage and
+    # its vial count by a correlated look-up on an indexed column, for the page's 25 lots only.
+    max_passage = (select(func.max(Passage.passage_number)).where(Passage.batch_id == Batch.id)
+                   .correlate(Batch).scalar_subquery())
+    vial_count = select(func.count(Vial.id)).where(Vial.batch_id == Batch.id).correlate(Batch).scalar_subquery()
+    rows = (select(Batch.id, Batch.identifier, Batch.check_character, Batch.started_at, Batch.status,
+                   Donor.code.label("donor_code"), max_passage.label("max_passage"), vial_count.label("vials"))
+            .join(Cord, Batch.cord_id == Cord.id).join(Donor, Cord.donor_id == Donor.id)
+            .order_by(Batch.started_at.desc(), Batch.id.desc()))
+    # Every lot has its cord and every cord its donor (non-null foreign keys): the keys and the
+    # count need no joins; a donor code searched selects the lots of the matching donors' cords.
+    # A search scans every lot: it reads the matching keys once, for the count and the page.
+    conditions = []
     if term:
         like = f"%{term.upper()}%"
-        query = query.where(or_(Batch.identifier.like(like), func.upper(Donor.code).like(like)))
+        donors_cords = select(Cord.id).join(Donor, Cord.donor_id == Donor.id).where(func.upper(Donor.code).like(like))
+        conditions.append(or_(Batch.identifier.like(like), Batch.cord_id.in_(donors_cords)))
     if status in {s.value for s in BatchStatus}:
-        query = query.where(Batch.status == BatchStatus(status))
-    page = _page(query)
-    ids = [b.id for b in page.items]
-    # Two grouped queries for the whole page instead of loading every batch's passages and vials.
-    max_passages = dict(db.session.execute(select(Passage.batch_id, func.max(Passage.passage_number))
-                                           .where(Passage.batch_id.in_(ids)).group_by(Passage.batch_id)).all())
-    vial_counts = dict(db.session.execute(select(Vial.batch_id, func.count(Vial.id))
-                                          .where(Vial.batch_id.in_(ids)).group_by(Vial.batch_id)).all())
-    return render_template("batches/index.html", page=page, term=term, status=status,
-                           statuses=list(BatchStatus), counts=panel_context(), max_passages=max_passages,
-                           vial_counts=vial_counts)
+        conditions.append(Batch.status == BatchStatus(status))
+    page = page_of_rows(select(Batch.id).where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),
+                        lambda chosen: rows.where(Batch.id.in_(chosen)), select(func.count(Batch.id)).where(*conditions),
+                        few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
+    open_deviations = db.session.scalar(select(func.count(Deviation.id))
+                                        .where(Deviation.status == DeviationStatus.OPEN))
+    return render_template("batches/index.html", page=page, term=term, status=status, statuses=list(BatchStatus),
+                           status_labels={s: str(BATCH_STATUS_LABELS[s]) for s in BatchStatus},
+                           open_deviations=open_deviations)
 
 
 # ---------------------------------------------------------------- batch record
