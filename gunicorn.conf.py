@@ -8,7 +8,7 @@ application keeps no per-request state outside Flask's request context and one d
 per request, so threads are safe; SQLAlchemy's pool (5 + 10 overflow per process) covers them."""
 workers = 2
 worker_class = "gthread"
-threads = 8
+threads = 4
 keepalive = 5
 # A request that takes longer than this is stuck, not slow: the worker is restarted.
 timeout = 60
