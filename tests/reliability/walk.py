@@ -50,11 +50,12 @@ def stored_counts() -> dict[str, int]:
 
 def regulated_writes(before: dict[str, int], after: dict[str, int], audit_since: int) -> dict:
     """What changed between two fingerprints, leaving out the audit entries of security events
-    (failed sign-ins and signatures are recorded on purpose) and the sessions/counters they move."""
+    (failed sign-ins and signatures are recorded on purpose) and the sessions/counters they move
+    (``audit_counts``: the trigger-kept totals of those same entries)."""
     from labsys.audit.models import AuditEntry
 
     changed = {name: after[name] - before[name] for name in before
-               if after[name] != before[name] and name not in {"audit_entries", "user_sessions"}}
+               if after[name] != before[name] and name not in {"audit_entries", "audit_counts", "user_sessions"}}
     entries = db.session.scalars(select(AuditEntry.action).where(AuditEntry.id > audit_since)).all()
     db.session.rollback()
     other = [a for a in entries if a not in SECURITY_EVENTS]
