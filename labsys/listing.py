@@ -17,6 +17,12 @@ def contains(term: str) -> str:
     return f"%{escaped}%"
 
 
+def starts_with(column, prefix: str):
+    """``column`` starts with the non-empty ``prefix``, as a range its index can answer (a LIKE
+    'prefix%' reads every row on PostgreSQL without a pattern index)."""
+    return (column >= prefix) & (column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
 def page_of(query):
     """The requested page (``?page=``) of a select(), PAGE_SIZE rows long, with a total count."""
     return db.paginate(query, per_page=current_app.config["PAGE_SIZE"], error_out=False, count=True)

@@ -14,7 +14,7 @@ from labsys.audit.models import AuditCount, AuditEntry
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.roles import Role, allow
 from labsys.extensions import db
-from labsys.listing import page_of_rows
+from labsys.listing import page_of_rows, starts_with
 from labsys.timefmt import lab_day_bounds
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -49,8 +49,7 @@ def _filtered_query(for_page: bool = False):
         if for_page:
             query = query.where(func.substr(AuditEntry.action, 1, len(prefix)) == prefix)
         else:
-            query = query.where(AuditEntry.action >= prefix,
-                                AuditEntry.action < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+            query = query.where(starts_with(AuditEntry.action, prefix))
     for key in ("from", "to"):
         if filters[key]:
             try:
@@ -71,7 +70,7 @@ def _counted(entity: str, action: str):
         query = query.where(AuditCount.entity_type == entity)
     if action:
         prefix = action.lower()
-        query = query.where(AuditCount.action >= prefix, AuditCount.action < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        query = query.where(starts_with(AuditCount.action, prefix))
     return query
 
 

@@ -27,6 +27,7 @@ from labsys.db import utcnow
 from labsys.documents.isbt import vial_identifier
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.listing import starts_with
 
 
 def vials_of(batch: Batch, status: VialStatus | None = None) -> list[Vial]:
@@ -44,7 +45,7 @@ def identifier_matches(term: str):
     term = term.strip().upper()
     facility = (setting("FACILITY_CODE") or "").upper()
     if term and term[0].isalpha() and term[0] not in facility[1:]:
-        return (Vial.identifier >= term) & (Vial.identifier < term[:-1] + chr(ord(term[-1]) + 1))
+        return starts_with(Vial.identifier, term)
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return Vial.identifier.like(f"%{escaped}%", escape="\\")
 

@@ -32,7 +32,7 @@ from labsys.db import utcnow
 from labsys.documents import codec
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation, SignatureRefused
 from labsys.extensions import db
-from labsys.release.selection import is_selected_for_trial
+from labsys.release.selection import counts_as_selected, is_selected_for_trial
 from labsys.trial import rules as trial_rules
 from labsys.trial.models import InfusionOrder, OrderStatus, Patient
 from labsys.trial.services import arm_of, find_patient
@@ -179,7 +179,7 @@ class VialFacts:
     @property
     def lot_selected(self) -> bool:
         """Selected for the trial and released (release.selection.is_selected_for_trial)."""
-        return self.lot_has_selection and BatchStatus(self.vial.batch.status) == BatchStatus.RELEASED
+        return counts_as_selected(self.vial.batch.status, self.lot_has_selection)
 
 
 def vial_facts(identifier: str, with_place: bool = False) -> VialFacts | None:

@@ -46,7 +46,12 @@ def selection_of(batch: Batch) -> TrialSelection | None:
 
 def is_selected_for_trial(batch: Batch) -> bool:
     """True when QA selected this lot for the trial and it is still released."""
-    return BatchStatus(batch.status) == BatchStatus.RELEASED and selection_of(batch) is not None
+    return counts_as_selected(batch.status, selection_of(batch) is not None)
+
+
+def counts_as_selected(status: BatchStatus | str, has_selection: bool) -> bool:
+    """``is_selected_for_trial`` for a lot whose selection row was already read (scan paths)."""
+    return BatchStatus(status) == BatchStatus.RELEASED and has_selection
 
 
 def candidates() -> list[Candidate]:
