@@ -84,8 +84,10 @@ def register_extensions(app: Flask) -> None:
     from labsys.extensions import babel, csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
+    from labsys.batches.search import outside_models
+
     migrate.init_app(app, db, directory=str(PACKAGE_DIR.parent / "migrations"), render_as_batch=True,
-                     compare_type=True, render_item=_render_migration_type)
+                     compare_type=True, render_item=_render_migration_type, include_name=outside_models)
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)

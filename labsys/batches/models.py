@@ -17,6 +17,7 @@ from labsys.audit.guards import make_append_only
 from labsys.audit.services import Audited
 from labsys.auth.models import User, enum_column
 from labsys.batches.rules import Eligibility, MarkerResult, ReagentStatus, ScreeningOutcome
+from labsys.batches.search import keep_index
 from labsys.batches.states import BatchStatus, VialStatus
 from labsys.db import UTCDateTime, utcnow
 from labsys.extensions import db
@@ -436,6 +437,9 @@ class Vial(Audited, db.Model):
             return None
         return vial_location(self.box.rack.tank.code, self.box.rack.code, self.box.code,  # type: ignore[arg-type]
                              self.row, self.column)
+
+
+keep_index(Vial.__table__)
 
 
 class VialEvent(Audited, db.Model):

@@ -19,6 +19,7 @@ from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches import rules
 from labsys.batches.models import (Batch, Box, Fill, LabelKind, LabelPrint, Rack, StepType, Tank, Vial, VialEvent,
                                    position_label)
+from labsys.batches.search import identifier_contains
 from labsys.batches.services import (_add_step, _reagents_for, _require_in_process, _step_problems,
                                      apply_batch_transition, refuse, require_role, setting, unverified_entries, work)
 from labsys.batches.states import (IN_STORAGE_STATES, TERMINAL_VIAL_STATES, BatchStatus, VialStatus,
@@ -41,13 +42,12 @@ def identifier_matches(term: str):
     """Vials whose identifier contains ``term``. An identifier is the facility code followed by
     digits only, so a term that starts with a letter found nowhere after the first character of
     the facility code can only match at the start: then the same answer comes from a range on
-    the unique index instead of a scan of every vial."""
+    the unique index; any other term is answered by the trigram index (batches.search)."""
     term = term.strip().upper()
     facility = (setting("FACILITY_CODE") or "").upper()
     if term and term[0].isalpha() and term[0] not in facility[1:]:
         return starts_with(Vial.identifier, term)
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return Vial.identifier.like(f"%{escaped}%", escape="\\")
+    return identifier_contains(Vial.identifier, Vial.id, term, db.session.get_bind().dialect.name)
 
 
 def find_vial(identifier: str) -> Vial | None:
