@@ -45,11 +45,11 @@ def _iso(value) -> str | None:
 
 def vial_state(facts: services.VialFacts) -> dict:
     vial = facts.vial
-    thawed = VialStatus(vial.status) == VialStatus.THAWED
+    thawed = vial.status == VialStatus.THAWED
     use_by = (facts.thawed_at + dt.timedelta(minutes=services.hold_minutes())
               if thawed and facts.thawed_at is not None else None)
-    return {"kind": "vial", "identifier": vial.identifier, "status": VialStatus(vial.status).value,
-            "lot": vial.batch.identifier, "lot_status": BatchStatus(vial.batch.status).value,
+    return {"kind": "vial", "identifier": vial.identifier, "status": vial.status.value,
+            "lot": vial.lot_identifier, "lot_status": vial.lot_status.value,
             "lot_selected_for_trial": facts.lot_selected, "location": vial.location,
             "expiry_date": vial.expiry_date.isoformat(), "viable_cells": vial.viable_cells,
             "allocated_kit": facts.allocated_kit, "thawed_at": _iso(facts.thawed_at), "use_by": _iso(use_by)}

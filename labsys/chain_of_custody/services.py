@@ -14,7 +14,6 @@ from typing import Iterable, Sequence
 from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import Actor, chain_head, record_event_now, unit_of_work
@@ -22,13 +21,13 @@ from labsys.auth.models import SignatureMeaning, User
 from labsys.auth.roles import Permission, Role
 from labsys.auth.services import actor_of, find_user, password_matches, register_failure
 from labsys.auth.signatures import SignatureCheck, sign
-from labsys.batches.models import Batch, Vial, VialEvent
+from labsys.batches.models import Batch, Vial, VialEvent, vial_location
 from labsys.batches.states import IN_STORAGE_STATES, BatchStatus, VialStatus, check_vial_transition
 from labsys.batches.vials import custody_events, find_vial, record_custody_event
 from labsys.chain_of_custody import rules
 from labsys.chain_of_custody.models import (TEMPERATURE_EVENTS, WITNESSED_EVENTS, AllocationStatus,
                                             CustodyAllocation, CustodyEventType, Dispensing)
-from labsys.db import utcnow
+from labsys.db import read, utcnow
 from labsys.documents import codec
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation, SignatureRefused
 from labsys.extensions import db
@@ -149,20 +148,39 @@ def _endotoxin_of(batch: Batch) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+@dataclass(frozen=True)
+class VialRow:
+    """A vial as a scan shows it, read as plain values (not an ORM record): the scan API and the
+    dispense check only read; the services that then write load the record itself."""
+    id: int
+    identifier: str
+    status: VialStatus
+    lot_identifier: str
+    lot_status: BatchStatus
+    viable_cells: int
+    volume_ml: Decimal
+    expiry_date: dt.date
+    location: str | None = None
+
+
 @functools.cache
 def _vial_facts_statement(with_place: bool) -> Select:
     """Built once per process (statements are immutable; building one costs more than running it)."""
-    from labsys.batches.models import Box, Rack
+    from labsys.batches.models import Box, Rack, Tank
     from labsys.release.models import TrialSelection
 
-    options = [joinedload(Vial.batch)]
+    columns = [Vial.id, Vial.identifier, Vial.status, Batch.identifier, Batch.status, Vial.viable_cells,
+               Vial.volume_ml, Vial.expiry_date,
+               _live_allocation(Vial.id).with_only_columns(CustodyAllocation.kit_number).scalar_subquery(),
+               _last_thaw(Vial.id).scalar_subquery(),
+               select(TrialSelection.id).where(TrialSelection.batch_id == Vial.batch_id).exists(),
+               _current_endotoxin(Vial.batch_id).scalar_subquery()]
+    statement = select(*columns).join(Batch, Batch.id == Vial.batch_id)
     if with_place:
-        options.append(joinedload(Vial.box).joinedload(Box.rack).joinedload(Rack.tank))
-    return (select(Vial, _live_allocation(Vial.id).with_only_columns(CustodyAllocation.kit_number).scalar_subquery(),
-                   _last_thaw(Vial.id).scalar_subquery(),
-                   select(TrialSelection.id).where(TrialSelection.batch_id == Vial.batch_id).exists(),
-                   _current_endotoxin(Vial.batch_id).scalar_subquery())
-            .where(Vial.identifier == bindparam("identifier")).options(*options))
+        statement = (statement.add_columns(Tank.code, Rack.code, Box.code, Vial.row, Vial.column)
+                     .outerjoin(Box, Box.id == Vial.box_id).outerjoin(Rack, Rack.id == Box.rack_id)
+                     .outerjoin(Tank, Tank.id == Rack.tank_id))
+    return statement.where(Vial.identifier == bindparam("identifier"))
 
 
 @dataclass(frozen=True)
@@ -170,7 +188,7 @@ class VialFacts:
     """What a scan needs to know about a vial, read in one statement (the scanner and dispense
     check paths): the vial with its lot (and storage place when asked), the kit of its live
     allocation, its last thaw, whether QA selected its lot, and the lot's current endotoxin."""
-    vial: Vial
+    vial: VialRow
     allocated_kit: str | None
     thawed_at: dt.datetime | None
     lot_has_selection: bool
@@ -179,17 +197,21 @@ class VialFacts:
     @property
     def lot_selected(self) -> bool:
         """Selected for the trial and released (release.selection.is_selected_for_trial)."""
-        return counts_as_selected(self.vial.batch.status, self.lot_has_selection)
+        return counts_as_selected(self.vial.lot_status, self.lot_has_selection)
 
 
 def vial_facts(identifier: str, with_place: bool = False) -> VialFacts | None:
-    row = db.session.execute(_vial_facts_statement(with_place),
-                             {"identifier": identifier.strip().upper()}).first()
+    row = read(_vial_facts_statement(with_place), {"identifier": identifier.strip().upper()}).first()
     if row is None:
         return None
-    vial, kit, thawed, selected, endotoxin_value = row
-    return VialFacts(vial, kit, thawed, bool(selected),
-                     None if endotoxin_value is None else Decimal(str(endotoxin_value)))
+    (vial_id, vial_identifier, status, lot, lot_status, cells, volume, expiry, kit, thawed, selected,
+     endotoxin) = row[:12]
+    location = None
+    if with_place and row[12] is not None:
+        location = vial_location(*row[12:17])
+    vial = VialRow(vial_id, vial_identifier, VialStatus(status), lot, BatchStatus(lot_status), cells, volume, expiry,
+                   location)
+    return VialFacts(vial, kit, thawed, bool(selected), None if endotoxin is None else Decimal(str(endotoxin)))
 
 
 def lot_usable(batch: Batch) -> bool:
@@ -423,7 +445,9 @@ def _scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None
                                 weight_kg=order.weight_kg if order else patient.weight_kg), patient, order
 
 
-def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, Vial | None]:
+def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, VialRow | None]:
+    """What a vial code resolves to, and the vial's values (``db.session.get(Vial, row.id)`` for
+    the record, when a service goes on to change it)."""
     text = payload if isinstance(payload, str) else ""
     verdict = codec.verify(payload)
     if not verdict.valid:
@@ -434,13 +458,13 @@ def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.Sc
     facts = vial_facts(verdict.identifier)
     if facts is None:
         return rules.ScannedVial(text, True, found=False, identifier=verdict.identifier), None
-    vial, batch = facts.vial, facts.vial.batch
+    vial = facts.vial
     expires = dt.datetime.combine(vial.expiry_date, dt.time(0, 0), tzinfo=dt.timezone.utc)
     return rules.ScannedVial(
-        text, True, found=True, identifier=vial.identifier, status=VialStatus(vial.status).value,
-        allocated_kit=facts.allocated_kit, lot_identifier=batch.identifier,
-        lot_status=BatchStatus(batch.status).value, lot_selected=facts.lot_has_selection and BatchStatus(
-            batch.status) in (BatchStatus.RELEASED, BatchStatus.RELEASED_PENDING),
+        text, True, found=True, identifier=vial.identifier, status=vial.status.value,
+        allocated_kit=facts.allocated_kit, lot_identifier=vial.lot_identifier,
+        lot_status=vial.lot_status.value, lot_selected=facts.lot_has_selection and vial.lot_status in (
+            BatchStatus.RELEASED, BatchStatus.RELEASED_PENDING),
         expires_at=expires, thawed_at=facts.thawed_at, viable_cells=vial.viable_cells, volume_ml=vial.volume_ml,
         endotoxin_eu_per_ml=facts.endotoxin_eu_per_ml), vial
 
@@ -458,7 +482,7 @@ def settings_for(patient: Patient | None) -> rules.DispenseSettings:
 class CheckOutcome:
     checks: list[rules.Check]
     patient: Patient | None
-    vials: list[Vial]
+    vials: list[VialRow]
     scanned_patient: rules.ScannedPatient
     scanned_vials: list[rules.ScannedVial]
 
@@ -559,10 +583,10 @@ def dispense(user: User, dispenser_check: SignatureCheck, witness_check: Signatu
     witness = witness_check.signer
     try:
         with unit_of_work(actor, "custody.dispense"), db.session.no_autoflush:
-            for vial in outcome.vials:
-                db.session.refresh(vial)
+            # The records, read again inside the writing transaction (the checks read values).
+            vials = [db.session.get(Vial, row.id, populate_existing=True) for row in outcome.vials]
             moved = []
-            for vial in outcome.vials:
+            for vial in vials:
                 if VialStatus(vial.status) != VialStatus.THAWED:
                     raise ConcurrentChange(_("Vial %(v)s is %(s)s now; nothing was dispensed.",
                                              v=vial.identifier, s=VialStatus(vial.status).value))

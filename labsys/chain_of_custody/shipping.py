@@ -177,8 +177,8 @@ def receive(user: User, shipment: Shipment, scanned_codes: Sequence[str], note: 
                 extra.append(item.identifier)
             else:
                 unreadable += 1
-        elif vial.identifier in expected and vial not in received:
-            received.append(vial)
+        elif vial.identifier in expected and expected[vial.identifier] not in received:
+            received.append(expected[vial.identifier])
         elif vial.identifier not in expected:
             extra.append(vial.identifier)
     missing = sorted(set(expected) - {v.identifier for v in received})
