@@ -137,20 +137,21 @@ def register_template_helpers(app: Flask) -> None:
         """The page's catalog, looked up once per page: ``_()`` and ``gettext()`` in a template
         then translate without asking Flask-Babel for the request's locale and catalog on each
         of a page's ~80 strings (templates imported without context use the global ones)."""
-        from flask_babel import get_translations
         from jinja2.ext import _make_new_gettext, _make_new_ngettext
 
-        catalog = get_translations()
+        from labsys.i18n import catalog as request_catalog
+
+        catalog = request_catalog()
         gettext = _make_new_gettext(catalog.ugettext)
         return {"_": gettext, "gettext": gettext, "ngettext": _make_new_ngettext(catalog.ungettext)}
 
     @app.context_processor
     def inject_navigation() -> dict[str, Any]:
-        from flask_babel import get_locale
+        from labsys.i18n import locale_name
 
         items = nav_for(app, current_user.role_set) if current_user.is_authenticated else []
         return {"nav_items": items, "languages": app.config["LANGUAGES"],
-                "current_locale": str(get_locale()), "labsys_version": __version__}
+                "current_locale": locale_name() or "None", "labsys_version": __version__}
 
 
 def register_security_headers(app: Flask) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from flask import Flask, jsonify, render_template, request
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 

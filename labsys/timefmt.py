@@ -29,10 +29,9 @@ def to_lab(value: dt.datetime) -> dt.datetime:
 
 def current_locale() -> str:
     """The language pages are being shown in (``en`` or ``zh_CN``), the default outside requests."""
-    from flask_babel import get_locale
+    from labsys.i18n import locale_name
 
-    locale = get_locale()
-    return str(locale) if locale else current_app.config["BABEL_DEFAULT_LOCALE"]
+    return locale_name() or current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
 def zone_label(value: dt.datetime) -> str:

@@ -8,7 +8,7 @@ def init_app(app: Flask) -> None:
     from labsys.audit import cli, views
     from labsys.auth.roles import Role
     from labsys.navigation import add_nav
-    from flask_babel import lazy_gettext as _l
+    from labsys.i18n import lazy_gettext as _l
 
     app.register_blueprint(views.bp)
     app.cli.add_command(cli.audit_cli)

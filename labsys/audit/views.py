@@ -6,7 +6,7 @@ import datetime as dt
 import io
 
 from flask import Blueprint, Response, render_template, request
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from flask import Flask, abort, flash, g, jsonify, redirect, request, url_for
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import gettext as _
+from labsys.i18n import lazy_gettext as _l
 from flask_login import current_user
 
 from labsys.auth.roles import AUTHENTICATED, PUBLIC, access_of, roles_may

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 

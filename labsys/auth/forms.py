@@ -1,7 +1,7 @@
 """Forms for sign-in, passwords, user administration and e-signatures."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp

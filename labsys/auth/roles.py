@@ -5,7 +5,7 @@ import enum
 from functools import wraps
 from typing import Callable, Iterable
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 
 
 class Role(str, enum.Enum):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import inspect, select
 
 from labsys.audit.services import entity_id_of, record_hash

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 
 DEFAULTS = {
     # Cord receipt: hours from collection and transport temperature range (°C).

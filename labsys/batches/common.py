@@ -6,7 +6,7 @@ import contextlib
 from typing import Any, Iterable, Iterator
 
 from flask import current_app
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import unit_of_work

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User

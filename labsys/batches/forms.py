@@ -4,7 +4,7 @@ Field validators catch impossible input early; the services check every rule aga
 problems are put back on the fields (``apply_problems``)."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateField, DateTimeLocalField, DecimalField, IntegerField, SelectField,
                      SelectMultipleField, StringField, TextAreaField)

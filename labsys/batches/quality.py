@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import func, or_, select
 
 from labsys.auth.models import User

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 

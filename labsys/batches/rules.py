@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Mapping
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 
 Problem = tuple[str, str]
 

@@ -12,7 +12,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Iterable
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 

@@ -8,7 +8,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Iterable
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.audit.services import Actor, record_event

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import gettext as _
+from labsys.i18n import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 

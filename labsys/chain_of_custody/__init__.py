@@ -8,7 +8,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from flask_babel import lazy_gettext as _l
+    from labsys.i18n import lazy_gettext as _l
 
     from labsys.auth.roles import Role
     from labsys.chain_of_custody import models  # noqa: F401  (adds the custody columns to vial_events)

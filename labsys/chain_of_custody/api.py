@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 

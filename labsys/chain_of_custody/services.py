@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Sequence
 
 from flask import current_app
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm.exc import StaleDataError
 

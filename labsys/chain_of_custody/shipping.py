@@ -9,7 +9,7 @@ import io
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 

@@ -3,7 +3,7 @@ dispensing record and its certificate, wristbands, and each vial's custody timel
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 
 from labsys.auth.models import SignatureMeaning
@@ -22,7 +22,7 @@ bp = Blueprint("custody", __name__, url_prefix="/pharmacy")
 
 @bp.app_context_processor
 def custody_term_helpers():
-    from flask_babel import lazy_gettext as _l
+    from labsys.i18n import lazy_gettext as _l
 
     from labsys.chain_of_custody.models import ShipmentStatus
 

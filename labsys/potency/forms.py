@@ -1,7 +1,7 @@
 """Forms of the potency feature (labels through lazy gettext; validation on the server)."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import (BooleanField, DateField, FloatField, IntegerField, SelectField, StringField, TextAreaField)

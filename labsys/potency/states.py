@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 
 from labsys.errors import InvalidTransition
 

@@ -4,7 +4,7 @@ Views parse a form, call one service and render or redirect."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import or_, select
 

@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from flask_babel import lazy_gettext as _l
+    from labsys.i18n import lazy_gettext as _l
 
     from labsys.auth.roles import Role
     from labsys.navigation import add_demo_loader, add_nav, add_panel

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 

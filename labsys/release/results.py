@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User

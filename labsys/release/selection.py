@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from flask import current_app
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 

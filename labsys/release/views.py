@@ -5,7 +5,7 @@ field errors (422) and the typed values kept."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -30,20 +30,21 @@ STAFF = (Role.TECHNICIAN, Role.QA)
 
 @bp.app_context_processor
 def release_helpers():
-    from flask_babel import gettext
+    from labsys.i18n import N_, gettext
 
-    labels = {Verdict.PASS: gettext("Pass"), Verdict.FAIL: gettext("Fail"), Verdict.PENDING: gettext("Pending"),
-              Verdict.OOS: gettext("Out of specification")}
-    spec_labels = {SpecStatus.DRAFT: gettext("Draft"), SpecStatus.APPROVED: gettext("Approved"),
-                   SpecStatus.SUPERSEDED: gettext("Superseded")}
+    # Translated when a template asks (every page renders this processor; few show verdicts).
+    labels = {Verdict.PASS: N_("Pass"), Verdict.FAIL: N_("Fail"), Verdict.PENDING: N_("Pending"),
+              Verdict.OOS: N_("Out of specification")}
+    spec_labels = {SpecStatus.DRAFT: N_("Draft"), SpecStatus.APPROVED: N_("Approved"),
+                   SpecStatus.SUPERSEDED: N_("Superseded")}
 
     def outcome_message(outcome) -> str:
         message_id = outcome["message_id"] if isinstance(outcome, dict) else outcome.message_id
         params = outcome["params"] if isinstance(outcome, dict) else outcome.params
         return gettext(message_id, **dict(params))
 
-    return {"verdict_label": lambda v: labels[Verdict(v)],
-            "spec_status_label": lambda s: spec_labels[SpecStatus(s)],
+    return {"verdict_label": lambda v: gettext(labels[Verdict(v)]),
+            "spec_status_label": lambda s: gettext(spec_labels[SpecStatus(s)]),
             "release_batch_status_label": lambda s: BATCH_STATUS_LABELS[BatchStatus(s)],
             "release_vial_status_label": lambda s: VIAL_STATUS_LABELS[VialStatus(s)],
             "outcome_message": outcome_message, "rule_name": lambda name: gettext(name)}

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 

@@ -1,7 +1,7 @@
 """Trial forms. Every check that decides something is in the services; forms parse types."""
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateField, DateTimeLocalField, DecimalField, IntegerField, RadioField,
                      SelectField, StringField, TextAreaField)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 
 from labsys.auth.roles import Permission
 

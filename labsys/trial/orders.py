@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Sequence
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 
 # Plausible adult body weight: outside this a typing error is far likelier than a patient.
 WEIGHT_MIN_KG = Decimal("30")

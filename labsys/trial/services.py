@@ -16,7 +16,7 @@ import secrets
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from flask_babel import gettext as _
+from labsys.i18n import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
