@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, request
 from flask_sqlalchemy.pagination import Pagination
 
+from labsys.db import read
 from labsys.extensions import db
 
 
@@ -45,23 +46,24 @@ class RowPagination(Pagination):
     FEW = 1000
 
     def _query_items(self) -> list:
+        # Plain rows, read on the session's connection without the ORM's per-statement work.
         args = self._query_args
         self._matches: list | None = None
         if args["few"]:
-            keys = list(db.session.scalars(args["keys"].limit(self.FEW + 1)))
+            keys = list(read(args["keys"].limit(self.FEW + 1)).scalars())
             if len(keys) <= self.FEW:
                 self._matches = keys
                 chosen = keys[self._query_offset:self._query_offset + self.per_page]
-                return list(db.session.execute(args["by_keys"](chosen)).all()) if chosen else []
+                return list(read(args["by_keys"](chosen)).all()) if chosen else []
         chosen = args["keys"].limit(self.per_page).offset(self._query_offset)
         if args["by_keys"] is None:  # the keys are the rows
-            return list(db.session.execute(chosen).all())
-        return list(db.session.execute(args["by_keys"](chosen)).all())
+            return list(read(chosen).all())
+        return list(read(args["by_keys"](chosen)).all())
 
     def _query_count(self) -> int:
         if self._matches is not None:
             return len(self._matches)
-        return db.session.scalar(self._query_args["count_select"]) or 0
+        return read(self._query_args["count_select"]).scalar() or 0
 
 
 def page_of_rows(keys, by_keys, count, few: bool = False, per_page: int | None = None) -> RowPagination:

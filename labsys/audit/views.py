@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from labsys.audit.models import AuditCount, AuditEntry
 from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.roles import Role, allow
+from labsys.db import read
 from labsys.extensions import db
 from labsys.listing import page_of_rows, starts_with
 from labsys.timefmt import lab_day_bounds
@@ -90,7 +91,7 @@ def trail():
         # the highest number is the count: no scan of a million-row table per page.
         total = select(func.coalesce(func.max(AuditEntry.seq), 0))
     page = page_of_rows(page_query.order_by(AuditEntry.seq.desc()), None, total)
-    entity_types = db.session.scalars(_ENTITY_TYPES).all()
+    entity_types = read(_ENTITY_TYPES).scalars().all()
     return render_template("audit/trail.html", page=page, filters=filters, errors=errors,
                            entity_types=entity_types)
 

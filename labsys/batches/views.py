@@ -25,7 +25,7 @@ from labsys.batches.rules import (ELIGIBILITY_LABELS, MARKER_LABELS, MARKER_RESU
                                   SCREENING_LABELS, Eligibility, Marker, ReagentStatus)
 from labsys.batches.states import BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, BatchStatus, VialStatus
 from labsys.documents.pdf import render_pdf
-from labsys.db import utcnow
+from labsys.db import read, utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.listing import page_of_rows
@@ -94,6 +94,8 @@ def _page(query):
 
 
 # ---------------------------------------------------------------- batches list
+_OPEN_DEVIATIONS = select(func.count(Deviation.id)).where(Deviation.status == DeviationStatus.OPEN)
+
 @bp.route("/")
 @allow(*STAFF)
 def index():
@@ -121,8 +123,7 @@ def index():
     page = page_of_rows(select(Batch.id).where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),
                         lambda chosen: rows.where(Batch.id.in_(chosen)), select(func.count(Batch.id)).where(*conditions),
                         few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
-    open_deviations = db.session.scalar(select(func.count(Deviation.id))
-                                        .where(Deviation.status == DeviationStatus.OPEN))
+    open_deviations = read(_OPEN_DEVIATIONS).scalar()
     return render_template("batches/index.html", page=page, term=term, status=status, statuses=list(BatchStatus),
                            status_labels={s: str(BATCH_STATUS_LABELS[s]) for s in BatchStatus},
                            open_deviations=open_deviations)
