@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from flask import Flask, jsonify, render_template, request
-from labsys.i18n import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+
+from labsys.i18n import gettext as _
 
 
 class LabsysError(Exception):

@@ -6,7 +6,6 @@ import datetime as dt
 import io
 
 from flask import Blueprint, Response, render_template, request
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -15,6 +14,7 @@ from labsys.audit.services import Actor, record_event, unit_of_work
 from labsys.auth.roles import Role, allow
 from labsys.db import read
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.listing import page_of_rows, starts_with
 from labsys.timefmt import lab_day_bounds
 

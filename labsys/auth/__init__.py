@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from flask import Flask, abort, flash, g, jsonify, redirect, request, url_for
-from labsys.i18n import gettext as _
-from labsys.i18n import lazy_gettext as _l
 from flask_login import current_user
 
 from labsys.auth.roles import AUTHENTICATED, PUBLIC, access_of, roles_may
 from labsys.extensions import csrf, login_manager
+from labsys.i18n import gettext as _
+from labsys.i18n import lazy_gettext as _l
 
 # Endpoints a user who must change their password may still use.
 _PASSWORD_GATE_OPEN = {"auth.change_password", "auth.logout", "auth.set_language", "static",

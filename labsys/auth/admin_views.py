@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -12,6 +11,7 @@ from labsys.auth.models import User, UserSession
 from labsys.auth.roles import Role, allow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

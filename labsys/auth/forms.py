@@ -1,7 +1,6 @@
 """Forms for sign-in, passwords, user administration and e-signatures."""
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp
@@ -9,6 +8,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import ROLE_LABELS, Role
+from labsys.i18n import lazy_gettext as _l
 
 
 class MultiCheckboxField(SelectMultipleField):

@@ -15,7 +15,6 @@ from typing import Iterable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import joinedload
 
@@ -25,6 +24,7 @@ from labsys.auth.roles import Role
 from labsys.db import utcnow, write_transaction
 from labsys.errors import NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 _hashers: dict[tuple[int, int], PasswordHasher] = {}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from labsys.i18n import gettext as _
 from sqlalchemy import inspect, select
 
 from labsys.audit.services import entity_id_of, record_hash
@@ -18,6 +17,7 @@ from labsys.auth.services import password_matches, register_failure
 from labsys.db import utcnow
 from labsys.errors import SignatureRefused
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 
 class SignatureCheck:

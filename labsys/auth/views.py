@@ -4,7 +4,6 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user, login_user, logout_user
 
 from labsys.auth import services
@@ -12,6 +11,7 @@ from labsys.auth.forms import ApiTokenForm, ChangePasswordForm, LanguageForm, Lo
 from labsys.auth.roles import allow_public, allow_signed_in
 from labsys.errors import RuleViolation
 from labsys.extensions import limiter
+from labsys.i18n import gettext as _
 
 bp = Blueprint("auth", __name__)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+
 from labsys.i18n import lazy_gettext as _l
 
 DEFAULTS = {

@@ -6,7 +6,6 @@ import contextlib
 from typing import Any, Iterable, Iterator
 
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import unit_of_work
@@ -15,6 +14,7 @@ from labsys.auth.roles import Role
 from labsys.auth.services import actor_of
 from labsys.errors import ConcurrentChange, Forbidden, NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 
 def refuse(message: str, problems: Iterable[tuple[str, str]]) -> RuleViolation:

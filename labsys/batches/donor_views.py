@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -15,6 +14,7 @@ from labsys.batches.rules import Eligibility, Marker
 from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.batches.views import STAFF, _local, _page, _refused, bp
+from labsys.i18n import gettext as _
 
 
 # ---------------------------------------------------------------- donors

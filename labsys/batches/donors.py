@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User
@@ -18,6 +17,7 @@ from labsys.batches.rules import Eligibility, Marker, MarkerResult, ScreeningOut
 from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.timefmt import lab_today
 
 

@@ -4,7 +4,6 @@ Field validators catch impossible input early; the services check every rule aga
 problems are put back on the fields (``apply_problems``)."""
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateField, DateTimeLocalField, DecimalField, IntegerField, SelectField,
                      SelectMultipleField, StringField, TextAreaField)
@@ -13,6 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from labsys.auth.forms import SignatureFormMixin
 from labsys.batches.models import DeliveryType, Inspection, StepType, TissueMethod
 from labsys.batches.rules import MARKER_LABELS, MARKER_RESULT_LABELS, SCREENING_LABELS, Marker, MarkerResult, ReagentStatus
+from labsys.i18n import lazy_gettext as _l
 
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 REQUIRED = _l("Required.")

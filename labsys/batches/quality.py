@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from labsys.i18n import gettext as _
 from sqlalchemy import func, or_, select
 
 from labsys.auth.models import User
@@ -15,6 +14,7 @@ from labsys.batches.rules import ReagentStatus
 from labsys.db import utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.timefmt import lab_today
 
 

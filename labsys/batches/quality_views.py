@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -16,6 +15,7 @@ from labsys.batches.models import Batch, Cord, Deviation, DeviationStatus, Reage
 from labsys.batches.rules import REAGENT_STATUS_LABELS
 from labsys.errors import RuleViolation
 from labsys.batches.views import STAFF, _page, _refused, bp
+from labsys.i18n import gettext as _
 from labsys.timefmt import lab_today
 
 

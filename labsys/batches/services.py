@@ -12,7 +12,6 @@ import datetime as dt
 from decimal import Decimal
 from typing import Iterable
 
-from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +32,7 @@ from labsys.db import utcnow
 from labsys.documents.isbt import donation_identifier, mod37_2_check
 from labsys.errors import ConcurrentChange, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 
 # ---------------------------------------------------------------- batches

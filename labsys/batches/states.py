@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import enum
 
-from labsys.i18n import lazy_gettext as _l
 
 from labsys.errors import InvalidTransition
+from labsys.i18n import lazy_gettext as _l
 
 
 class BatchStatus(str, enum.Enum):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Response, flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -13,6 +12,7 @@ from labsys.batches.models import Batch, Box, Rack, Tank, Vial, vial_location
 from labsys.batches.states import VIAL_STATUS_LABELS, VIAL_TRANSITIONS, VialStatus
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.listing import page_of_rows
 from labsys.batches.views import STAFF, bp
 

@@ -8,7 +8,6 @@ import datetime as dt
 from decimal import Decimal
 from typing import Iterable
 
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.audit.services import Actor, record_event
@@ -28,6 +27,7 @@ from labsys.db import utcnow
 from labsys.documents.isbt import vial_identifier
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.listing import starts_with
 
 

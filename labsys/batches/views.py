@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
-from labsys.i18n import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -28,6 +26,8 @@ from labsys.documents.pdf import render_pdf
 from labsys.db import read, utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
+from labsys.i18n import lazy_gettext as _l
 from labsys.listing import page_of_rows
 from labsys.timefmt import parse_lab_datetime
 

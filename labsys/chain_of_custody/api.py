@@ -10,7 +10,6 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -20,6 +19,7 @@ from labsys.batches.states import BatchStatus, VialStatus
 from labsys.chain_of_custody import services
 from labsys.documents import codec
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 bp = Blueprint("custody_api", __name__, url_prefix="/api/v1")
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import DateTimeLocalField, DecimalField, HiddenField, PasswordField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from labsys.auth.forms import SignatureFormMixin
+from labsys.i18n import lazy_gettext as _l
 
 
 class AllocateForm(FlaskForm):

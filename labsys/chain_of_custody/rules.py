@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Sequence
 
-from labsys.i18n import gettext as _
 
+from labsys.i18n import gettext as _
 from labsys.trial.rules import ARM_MSC, check_dose, check_endotoxin, endotoxin_eu_per_kg, target_cells, viable_cells_after_thaw
 
 DISPENSABLE_LOT_STATES = ("released", "released_pending")

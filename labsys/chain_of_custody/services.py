@@ -12,7 +12,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Sequence
 
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy import Select, bindparam, or_, select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -31,10 +30,11 @@ from labsys.db import read, utcnow
 from labsys.documents import codec
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation, SignatureRefused
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.release.selection import counts_as_selected, is_selected_for_trial
 from labsys.trial import rules as trial_rules
 from labsys.trial.models import InfusionOrder, OrderStatus, Patient
-from labsys.trial.services import arm_of, find_patient
+from labsys.trial.services import DispensingPatient, arm_of, dispensing_patient, find_patient
 from labsys.timefmt import lab_today
 
 KIT_PATTERN = re.compile(r"^(?P<study>[0-9A-Z][0-9A-Z-]*)-(?P<kit>K-[0-9]{6})$")
@@ -426,25 +426,22 @@ def order_for_patient(patient: Patient) -> InfusionOrder | None:
     return active_order(patient)
 
 
-def scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None]:
-    scanned, patient, _order = _scan_patient(payload)
-    return scanned, patient
-
-
-def _scan_patient(payload: object) -> tuple[rules.ScannedPatient, Patient | None, InfusionOrder | None]:
-    """The wristband scan, the patient it names and the patient's current order."""
+def scan_patient(payload: object) -> tuple[rules.ScannedPatient, DispensingPatient | None]:
+    """The wristband scan and the patient it names (trial.services.DispensingPatient: plain
+    values with the current order and the arm; ``db.session.get(Patient, found.id)`` for the
+    record)."""
     verdict = codec.verify(payload)
     if not verdict.valid:
-        return rules.ScannedPatient(False, verdict.reason), None, None
+        return rules.ScannedPatient(False, verdict.reason), None
     if verdict.kind != "patient":
-        return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None, None
-    patient = patient_from_identifier(verdict.identifier)
-    if patient is None:
-        return rules.ScannedPatient(True, found=False), None, None
-    order = order_for_patient(patient)
+        return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None
+    match = KIT_PATTERN.match(verdict.identifier or "")
+    patient = dispensing_patient(match.group("kit")) if match else None
+    if patient is None or patient.study_id != match.group("study"):
+        return rules.ScannedPatient(True, found=False), None
+    weight = patient.order_weight_kg if patient.order_id is not None else patient.weight_kg
     return rules.ScannedPatient(True, found=True, study_id=patient.study_id, kit_number=patient.kit_number,
-                                randomized=patient.randomized, arm=arm_of(patient),
-                                weight_kg=order.weight_kg if order else patient.weight_kg), patient, order
+                                randomized=patient.randomized, arm=patient.arm, weight_kg=weight), patient
 
 
 def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, VialRow | None]:
@@ -471,19 +468,18 @@ def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.Sc
         endotoxin_eu_per_ml=facts.endotoxin_eu_per_ml), vial
 
 
-def settings_for(patient: Patient | None) -> rules.DispenseSettings:
+def settings_for(patient: DispensingPatient | None) -> rules.DispenseSettings:
     if patient is None:
         return rules.DispenseSettings(hold_minutes=hold_minutes())
-    trial = patient.trial
-    return rules.DispenseSettings(dose_cells_per_kg=trial.dose_cells_per_kg, dose_tolerance=trial.dose_tolerance,
-                                  max_cells=trial.max_dose_cells, hold_minutes=hold_minutes(),
-                                  endotoxin_limit_eu_per_kg=trial.endotoxin_limit_eu_per_kg)
+    return rules.DispenseSettings(dose_cells_per_kg=patient.dose_cells_per_kg, dose_tolerance=patient.dose_tolerance,
+                                  max_cells=patient.max_dose_cells, hold_minutes=hold_minutes(),
+                                  endotoxin_limit_eu_per_kg=patient.endotoxin_limit_eu_per_kg)
 
 
 @dataclass
 class CheckOutcome:
     checks: list[rules.Check]
-    patient: Patient | None
+    patient: DispensingPatient | None
     vials: list[VialRow]
     scanned_patient: rules.ScannedPatient
     scanned_vials: list[rules.ScannedVial]
@@ -495,7 +491,7 @@ class CheckOutcome:
     def dose_summary(self) -> dict:
         target = next((c for c in self.checks if c.rule == "dose_within_tolerance"), None)
         return {"vials": len(self.vials), "delivered_cells": sum(v.viable_cells for v in self.vials),
-                "target_cells": (trial_rules.target_cells(self.patient.trial.dose_cells_per_kg,
+                "target_cells": (trial_rules.target_cells(self.patient.dose_cells_per_kg,
                                                           self.scanned_patient.weight_kg)
                                  if self.patient is not None and self.scanned_patient.weight_kg else None),
                 "message": target.message if target else None}
@@ -506,7 +502,7 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
              now: dt.datetime | None = None) -> CheckOutcome:
     """Every dispensing check for these scans; writes nothing."""
     now = now or utcnow()
-    scanned_patient, patient, order = _scan_patient(patient_code)
+    scanned_patient, patient = scan_patient(patient_code)
     scanned, vials = [], []
     for code in list(vial_codes)[:MAX_VIALS_PER_SCAN]:
         item, vial = scan_vial(code, now)
@@ -517,7 +513,7 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
                                      dispenser_id=dispenser.id if dispenser else None,
                                      witness_id=witness.id if witness else None, require_witness=require_witness)
     if patient is not None:
-        has_order = order is not None and OrderStatus(order.status) == OrderStatus.OPEN
+        has_order = patient.order_id is not None and patient.order_status == OrderStatus.OPEN
         checks.insert(min(3, len(checks)), rules.Check(
             "order_open", has_order,
             _("Kit %(kit)s has an open infusion order.", kit=patient.kit_number) if has_order else
@@ -579,7 +575,7 @@ def dispense(user: User, dispenser_check: SignatureCheck, witness_check: Signatu
         record_refusal(user, outcome)
         raise RuleViolation(_("Not dispensed: a check failed."),
                             [c.message for c in outcome.checks if not c.passed], field="vials")
-    patient = outcome.patient
+    patient = db.session.get(Patient, outcome.patient.id)
     order = order_for_patient(patient)
     actor = actor_of(user)
     witness = witness_check.signer

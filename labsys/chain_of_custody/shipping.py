@@ -9,7 +9,6 @@ import io
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
-from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -26,6 +25,7 @@ from labsys.chain_of_custody.services import custody_event, require_role, scan_v
 from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, InvalidTransition, NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 
 MAX_READINGS = 10_000
 

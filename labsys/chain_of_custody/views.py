@@ -3,7 +3,6 @@ dispensing record and its certificate, wristbands, and each vial's custody timel
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 
 from labsys.auth.models import SignatureMeaning
@@ -14,6 +13,7 @@ from labsys.chain_of_custody import services
 from labsys.chain_of_custody.forms import AllocateForm, CancelAllocationForm, DispenseForm, ThawForm
 from labsys.errors import NotFound, RuleViolation, SignatureRefused
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.trial import orders as trial_orders
 from labsys.trial.models import Patient
 

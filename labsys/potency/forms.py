@@ -1,13 +1,13 @@
 """Forms of the potency feature (labels through lazy gettext; validation on the server)."""
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import MultipleFileField
 from wtforms import (BooleanField, DateField, FloatField, IntegerField, SelectField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from labsys.auth.forms import SignatureFormMixin
+from labsys.i18n import lazy_gettext as _l
 
 MEASURE_CHOICES = [("activation_fraction", _l("Activation fraction")),
                    ("median_area_um2", _l("Median cell area (µm²)"))]

@@ -4,7 +4,6 @@ Views parse a form, call one service and render or redirect."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import or_, select
 
@@ -13,6 +12,7 @@ from labsys.auth.roles import Role, allow
 from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.errors import NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.potency import services
 from labsys.potency.evaluation import evaluate_run
 from labsys.potency.forms import ActionForm, ExcludeForm, RunForm, SignForm, UploadForm

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +23,7 @@ from labsys.batches.vials import apply_vial_transition, vials_of
 from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, InvalidTransition, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.release import hooks
 from labsys.release.models import DecisionKind, QCResult, Recall, ReleaseDecision, SpecificationVersion
 from labsys.release.results import current_result, current_results, require_not_involved

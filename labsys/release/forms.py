@@ -2,13 +2,13 @@
 rules); the forms only carry them and show field errors."""
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import BooleanField, DateField, DecimalField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from labsys.auth.forms import SignatureFormMixin
+from labsys.i18n import lazy_gettext as _l
 from labsys.release.defaults import FLOW_PANEL, MARKER_NAMES
 from labsys.release.rules import CriterionKind
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User
@@ -20,6 +19,7 @@ from labsys.batches.states import BatchStatus
 from labsys.db import utcnow
 from labsys.errors import Forbidden, InvalidTransition, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.release.models import QCResult, ResultAttachment, SpecificationVersion
 from labsys.release.rules import FAIL_WORDS, PASS_WORDS, POTENCY_TEST_CODE, CriterionKind, to_decimal
 from labsys.release.specs import applicable_version, refuse, require_role, work

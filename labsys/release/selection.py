@@ -7,7 +7,6 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 
 from labsys.auth.models import User
@@ -18,6 +17,7 @@ from labsys.batches.states import BatchStatus, VialStatus
 from labsys.db import utcnow
 from labsys.errors import InvalidTransition
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.release import hooks
 from labsys.release.models import TrialSelection
 from labsys.release.specs import require_role, work

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from flask import current_app
-from labsys.i18n import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -21,6 +20,7 @@ from labsys.auth.signatures import SignatureCheck, sign
 from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.release.defaults import DEFAULT_SPECIFICATION_CODE
 from labsys.release.models import SpecCriterion, Specification, SpecificationVersion, SpecStatus
 from labsys.release.rules import Criterion, CriterionKind

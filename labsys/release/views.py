@@ -5,7 +5,6 @@ field errors (422) and the typed values kept."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -18,6 +17,7 @@ from labsys.batches.services import deviations_of
 from labsys.batches.states import BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, BatchStatus, VialStatus
 from labsys.errors import RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.listing import contains, page_of, search_term
 from labsys.release import decisions, forms, hooks, results, selection, specs
 from labsys.release.defaults import FLOW_PANEL, MARKER_NAMES, STERILITY_TEST_CODE

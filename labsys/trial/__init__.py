@@ -3,6 +3,7 @@ and follow-up (NCT04282928)."""
 from __future__ import annotations
 
 from flask import Flask
+
 from labsys.i18n import lazy_gettext as _l
 
 

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -21,6 +20,7 @@ from labsys.auth.services import actor_of
 from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.trial import rules
 from labsys.trial.masking import arm_name, may_see_arm
 from labsys.trial.models import (AdverseEvent, InfusionOrder, OrderStatus, Patient,

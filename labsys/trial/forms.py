@@ -1,13 +1,13 @@
 """Trial forms. Every check that decides something is in the services; forms parse types."""
 from __future__ import annotations
 
-from labsys.i18n import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateField, DateTimeLocalField, DecimalField, IntegerField, RadioField,
                      SelectField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from labsys.auth.forms import SignatureFormMixin
+from labsys.i18n import lazy_gettext as _l
 
 YES_NO_UNKNOWN = [("yes", _l("Yes")), ("no", _l("No")), ("", _l("Not yet assessed"))]
 

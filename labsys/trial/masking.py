@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labsys.i18n import gettext as _
 
 from labsys.auth.roles import Permission
+from labsys.i18n import gettext as _
 
 if TYPE_CHECKING:
     from labsys.auth.models import User

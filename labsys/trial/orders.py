@@ -9,7 +9,6 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
-from labsys.i18n import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -21,6 +20,7 @@ from labsys.auth.signatures import SignatureCheck, sign
 from labsys.db import utcnow
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.trial import rules
 from labsys.trial.masking import may_see_arm
 from labsys.trial.models import ORDER_TRANSITIONS, InfusionOrder, OrderStatus, Patient

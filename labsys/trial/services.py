@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import random
 import secrets
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from labsys.i18n import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
@@ -27,12 +28,14 @@ from labsys.auth.models import User
 from labsys.auth.roles import Permission
 from labsys.auth.services import actor_of
 from labsys.auth.signatures import SignatureCheck, sign
-from labsys.db import utcnow
+from labsys.db import read, utcnow
 from labsys.errors import ConcurrentChange, Forbidden, NotFound, RuleViolation
 from labsys.extensions import db
+from labsys.i18n import gettext as _
 from labsys.trial import rules
 from labsys.trial.masking import arm_name, may_see_arm
-from labsys.trial.models import AllocationEntry, EligibilityStatus, Patient, Sex, Trial, Unblinding
+from labsys.trial.models import (AllocationEntry, EligibilityStatus, InfusionOrder, OrderStatus, Patient, Sex,
+                                 Trial, Unblinding)
 from labsys.trial.sealing import open_arm, seal_arm
 from labsys.timefmt import lab_today
 
@@ -405,6 +408,58 @@ def randomize_patient(user: User, patient: Patient) -> str:
     except (StaleDataError, IntegrityError):
         raise ConcurrentChange(_("Someone else changed this patient at the same time; nothing was saved."))
     return arm
+
+
+@dataclass(frozen=True)
+class DispensingPatient:
+    """A patient as the dispensing checks read them, as plain values in one statement (the
+    patient, the trial's dose settings, the current infusion order and the arm from the sealed
+    list): the check on every scan only reads; a service that writes loads the records."""
+    id: int
+    trial_id: int
+    study_id: str | None
+    kit_number: str | None
+    randomized: bool
+    weight_kg: Decimal
+    arm: str | None
+    dose_cells_per_kg: int
+    dose_tolerance: Decimal
+    max_dose_cells: int | None
+    endotoxin_limit_eu_per_kg: Decimal
+    order_id: int | None
+    order_status: OrderStatus | None
+    order_weight_kg: Decimal | None
+
+
+@functools.cache
+def _dispensing_patient_statement():
+    """Built once per process: the patient by kit number, the trial's settings, the newest order
+    that is not cancelled (orders.active_order) and the patient's line of the allocation list."""
+    newest_order = (select(InfusionOrder.id).where(InfusionOrder.patient_id == Patient.id,
+                                                   InfusionOrder.status != OrderStatus.CANCELLED)
+                    .order_by(InfusionOrder.id.desc()).limit(1).correlate(Patient).scalar_subquery())
+    return (select(Patient.id, Patient.trial_id, Patient.study_id, Patient.kit_number, Patient.randomized_at,
+                   Patient.weight_kg, Trial.dose_cells_per_kg, Trial.dose_tolerance, Trial.max_dose_cells,
+                   Trial.endotoxin_limit_eu_per_kg, InfusionOrder.id, InfusionOrder.status, InfusionOrder.weight_kg,
+                   AllocationEntry.sequence, AllocationEntry.arm_sealed)
+            .join(Trial, Trial.id == Patient.trial_id)
+            .outerjoin(InfusionOrder, InfusionOrder.id == newest_order)
+            .outerjoin(AllocationEntry, AllocationEntry.used_by_patient_id == Patient.id)
+            .where(Patient.kit_number == bindparam("kit_number")))
+
+
+def dispensing_patient(kit_number: str) -> DispensingPatient | None:
+    """The randomized patient holding this kit number (for dispensing scans), or None."""
+    row = read(_dispensing_patient_statement(), {"kit_number": kit_number.strip().upper()}).first()
+    if row is None:
+        return None
+    (patient_id, trial_id, study_id, kit, randomized_at, weight, dose, tolerance, max_cells, endotoxin, order_id,
+     order_status, order_weight, sequence, sealed) = row
+    randomized = randomized_at is not None
+    arm = open_arm(trial_id, sequence, sealed) if randomized and sealed is not None else None
+    return DispensingPatient(patient_id, trial_id, study_id, kit, randomized, weight, arm, dose, tolerance, max_cells,
+                             endotoxin, order_id, None if order_status is None else OrderStatus(order_status),
+                             order_weight)
 
 
 def arm_of(patient: Patient) -> str | None:

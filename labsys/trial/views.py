@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, url_for
-from labsys.i18n import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
@@ -13,6 +12,7 @@ from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
 from labsys.auth.signatures import authenticate_form_signer, signatures_for
 from labsys.errors import NotFound, RuleViolation
+from labsys.i18n import gettext as _
 from labsys.listing import contains, page_of, search_term
 from labsys.timefmt import parse_lab_datetime
 from labsys.trial import followup, forms, orders, services
