@@ -84,6 +84,10 @@ def register_extensions(app: Flask) -> None:
     from labsys.extensions import babel, csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
+    from labsys.db import ping_idle_connections
+
+    with app.app_context():
+        ping_idle_connections(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     from labsys.batches.search import outside_models
 
     migrate.init_app(app, db, directory=str(PACKAGE_DIR.parent / "migrations"), render_as_batch=True,

@@ -47,7 +47,9 @@ class Config:
 
     SECRET_KEY = _secret_key()
     SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'labsys.db'}")
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    # A pooled connection idle this long is checked before use (labsys.db.ping_idle_connections).
+    DB_PING_IDLE_SECONDS = _env_int("DB_PING_IDLE_SECONDS", 10)
     # Login and session security (21 CFR 11.300, OWASP ASVS).
     LOCKOUT_THRESHOLD = _env_int("LOCKOUT_THRESHOLD", 5)
     LOGIN_RATE_LIMIT = _env("LOGIN_RATE_LIMIT", "20 per minute")

@@ -88,7 +88,7 @@ def make_app(engine: str, tmp_path: Path, sqlite_template: Path, **extra):
     with admin_engine.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     app = create_app(_config(_psycopg_url(POSTGRES_URL), SQLALCHEMY_ENGINE_OPTIONS={
-        "connect_args": {"options": f"-csearch_path={schema}"}, "pool_pre_ping": True}, **extra))
+        "connect_args": {"options": f"-csearch_path={schema}"}}, **extra))
     with app.app_context():
         _db.create_all()
 
