@@ -15,7 +15,7 @@ from labsys.extensions import db
 from labsys.trial.models import Patient
 
 # Upper bounds, so that a new query on a hot path is a conscious decision.
-MOST = {"scan vial": 3, "scan wristband": 5, "dispense check": 8, "batch list": 5, "vial search": 4,
+MOST = {"scan vial": 3, "scan wristband": 5, "dispense check": 4, "batch list": 5, "vial search": 4,
         "audit trail": 5, "audit trail by type": 5}
 
 

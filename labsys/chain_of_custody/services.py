@@ -166,8 +166,9 @@ class VialRow:
 
 
 @functools.cache
-def _vial_facts_statement(with_place: bool) -> Select:
-    """Built once per process (statements are immutable; building one costs more than running it)."""
+def _vial_facts_statement(with_place: bool, many: bool = False) -> Select:
+    """Built once per process (statements are immutable; building one costs more than running
+    it). ``many``: the vials of a list of identifiers (a dispensing check's scans) at once."""
     from labsys.batches.models import Box, Rack, Tank
     from labsys.release.models import TrialSelection
 
@@ -182,6 +183,8 @@ def _vial_facts_statement(with_place: bool) -> Select:
         statement = (statement.add_columns(Tank.code, Rack.code, Box.code, Vial.row, Vial.column)
                      .outerjoin(Box, Box.id == Vial.box_id).outerjoin(Rack, Rack.id == Box.rack_id)
                      .outerjoin(Tank, Tank.id == Rack.tank_id))
+    if many:
+        return statement.where(Vial.identifier.in_(bindparam("identifiers", expanding=True)))
     return statement.where(Vial.identifier == bindparam("identifier"))
 
 
@@ -204,8 +207,19 @@ class VialFacts:
 
 def vial_facts(identifier: str, with_place: bool = False) -> VialFacts | None:
     row = read(_vial_facts_statement(with_place), {"identifier": identifier.strip().upper()}).first()
-    if row is None:
-        return None
+    return None if row is None else _facts_of(row, with_place)
+
+
+def vial_facts_many(identifiers: Iterable[str]) -> dict[str, VialFacts]:
+    """The facts of several vials in one statement, by identifier (those found)."""
+    wanted = sorted({identifier.strip().upper() for identifier in identifiers})
+    if not wanted:
+        return {}
+    facts = (_facts_of(row, False) for row in read(_vial_facts_statement(False, many=True), {"identifiers": wanted}))
+    return {item.vial.identifier: item for item in facts}
+
+
+def _facts_of(row, with_place: bool) -> VialFacts:
     (vial_id, vial_identifier, status, lot, lot_status, cells, volume, expiry, kit, thawed, selected,
      endotoxin) = row[:12]
     location = None
@@ -447,14 +461,19 @@ def scan_patient(payload: object) -> tuple[rules.ScannedPatient, DispensingPatie
 def scan_vial(payload: object, now: dt.datetime | None = None) -> tuple[rules.ScannedVial, VialRow | None]:
     """What a vial code resolves to, and the vial's values (``db.session.get(Vial, row.id)`` for
     the record, when a service goes on to change it)."""
-    text = payload if isinstance(payload, str) else ""
     verdict = codec.verify(payload)
+    facts = vial_facts(verdict.identifier) if verdict.valid and verdict.kind == "vial" else None
+    return _scanned_vial(payload, verdict, facts)
+
+
+def _scanned_vial(payload: object, verdict: codec.Verdict,
+                  facts: VialFacts | None) -> tuple[rules.ScannedVial, VialRow | None]:
+    text = payload if isinstance(payload, str) else ""
     if not verdict.valid:
         return rules.ScannedVial(text[:60], False, verdict.reason), None
     if verdict.kind != "vial":
         return rules.ScannedVial(text[:60], False, _("this is a %(k)s code, not a vial", k=verdict.kind),
                                  identifier=verdict.identifier), None
-    facts = vial_facts(verdict.identifier)
     if facts is None:
         return rules.ScannedVial(text, True, found=False, identifier=verdict.identifier), None
     vial = facts.vial
@@ -503,9 +522,12 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
     """Every dispensing check for these scans; writes nothing."""
     now = now or utcnow()
     scanned_patient, patient = scan_patient(patient_code)
+    codes = list(vial_codes)[:MAX_VIALS_PER_SCAN]
+    verdicts = [codec.verify(code) for code in codes]
+    facts = vial_facts_many(v.identifier for v in verdicts if v.valid and v.kind == "vial")
     scanned, vials = [], []
-    for code in list(vial_codes)[:MAX_VIALS_PER_SCAN]:
-        item, vial = scan_vial(code, now)
+    for code, verdict in zip(codes, verdicts):
+        item, vial = _scanned_vial(code, verdict, facts.get(verdict.identifier) if verdict.valid else None)
         scanned.append(item)
         if vial is not None:
             vials.append(vial)
