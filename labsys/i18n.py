@@ -3,8 +3,9 @@
 Flask-Babel's own ``gettext`` finds the domain, the locale and the catalog again on every call
 (several context-local look-ups, ≈ 8 µs); a page or a dispensing check translates 40–80 strings
 (menus, status labels, every rule's message). These functions give the same result: the catalog
-Flask-Babel returns for the request, remembered on the application context for the rest of it,
-as Flask-Babel remembers the locale there itself. Outside an application context they fall back
+Flask-Babel returns for the request's locale, remembered on the application context beside the
+locale Flask-Babel keeps there itself (and looked up again when that locale changes, as inside
+``force_locale``). Outside an application context they fall back
 to Flask-Babel, which answers with the untranslated string."""
 from __future__ import annotations
 
@@ -15,27 +16,32 @@ from flask import g, has_app_context
 from flask_babel.speaklater import LazyString
 
 
+def _request_state() -> tuple[Any, Any, str | None]:
+    """(locale, translations, locale name) for the current locale, remembered on the application
+    context. The locale is read each time where Flask-Babel keeps it on the context (``force_locale``
+    and ``refresh()`` change or clear it there), through ``get_locale`` when it is not there."""
+    namespace = g.get("_flask_babel")
+    locale = getattr(namespace, "babel_locale", None)
+    if locale is None:
+        locale = flask_babel.get_locale()
+    state = g.get("_labsys_i18n")
+    if state is None or state[0] != locale:
+        state = g._labsys_i18n = (locale, flask_babel.get_translations(), None if locale is None else str(locale))
+    return state
+
+
 def catalog() -> Any:
     """The request's translations (Flask-Babel's ``get_translations``), looked up once."""
     if not has_app_context():
         return flask_babel.get_translations()
-    translations = g.get("_labsys_catalog")
-    if translations is None:
-        translations = g._labsys_catalog = flask_babel.get_translations()
-    return translations
+    return _request_state()[1]
 
 
 def locale_name() -> str | None:
-    """The request's locale as text (``en``, ``zh_CN``), looked up once; None outside a context."""
+    """The request's locale as text (``en``, ``zh_CN``); None outside a context."""
     if not has_app_context():
         return None
-    name = g.get("_labsys_locale")
-    if name is None:
-        locale = flask_babel.get_locale()
-        if locale is None:
-            return None
-        name = g._labsys_locale = str(locale)
-    return name
+    return _request_state()[2]
 
 
 def gettext(string: str, **variables: Any) -> str:

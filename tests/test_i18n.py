@@ -46,3 +46,26 @@ def test_form_errors_are_translated(client, demo_users):
     page = client.http.post("/login", data={"csrf_token": token, "username": "qa", "password": "bad-password"},
                             headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
     assert "Wrong user ID or password." not in page
+
+
+def test_labsys_gettext_translates_as_flask_babel_does_and_follows_force_locale(app):
+    import flask_babel
+
+    from labsys import i18n
+
+    message = "Batches"  # a menu label, in every request
+    # Each request in an application context of its own, as in production (the fixture's context
+    # would keep its locale on g for every request pushed inside it).
+    with app.app_context(), app.test_request_context(headers={"Accept-Language": "en"}):
+        assert i18n.gettext(message) == flask_babel.gettext(message) == "Batches"
+        assert i18n.locale_name() == "en"
+        with flask_babel.force_locale("zh_CN"):
+            chinese = flask_babel.gettext(message)
+            assert chinese != message and i18n.gettext(message) == chinese
+            assert str(i18n.lazy_gettext(message)) == chinese
+            assert i18n.locale_name() == str(flask_babel.get_locale()) == "zh_Hans_CN"
+        assert i18n.gettext(message) == "Batches"  # back in the request's own language
+        assert i18n.gettext("Kit %(kit)s has an open infusion order.", kit="K-1") == \
+            flask_babel.gettext("Kit %(kit)s has an open infusion order.", kit="K-1")
+    with app.app_context(), app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        assert i18n.gettext(message) == chinese
