@@ -10,7 +10,7 @@ from markupsafe import Markup
 from labsys.auth.signatures import signatures_for
 from labsys.chain_of_custody import services
 from labsys.documents.pdf import render_pdf
-from labsys.documents.qr import qr_img, qr_svg
+from labsys.documents.qr import qr_img, qr_imgs, qr_svg
 from labsys.extensions import db
 from labsys.timefmt import format_datetime
 from labsys.trial.masking import arm_name, may_see_arm, trial_is_masked
@@ -128,14 +128,16 @@ def certificate_context(dispensing, viewer) -> dict:
         from labsys.trial.services import arm_of
 
         arm = arm_name(trial, arm_of(patient))
-    vials = []
-    for vial in services.vials_of_dispensing(dispensing):
-        from labsys.release.decisions import decision_of
+    from labsys.release.decisions import decision_of
 
+    vials = []
+    dispensed = services.vials_of_dispensing(dispensing)
+    codes = qr_imgs([services.vial_payload(vial) for vial in dispensed], "qr vial-qr")  # made together
+    for vial, code in zip(dispensed, codes):
         decision = decision_of(vial.batch)
         vials.append({"vial": vial, "lot": vial.batch.identifier,
                       "release_reference": decision.certificate_number if decision else "—",
-                      "qr": qr_img(services.vial_payload(vial), "qr vial-qr"), "events": services.timeline(vial)})
+                      "qr": code, "events": services.timeline(vial)})
     checks = services.checks_of(dispensing, viewer)
     dispensing_checks, vial_checks = split_checks(checks, [item["vial"].identifier for item in vials])
     for item in vials:
