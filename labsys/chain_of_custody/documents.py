@@ -27,7 +27,9 @@ table.band td.text { font-size: 8.5pt; line-height: 1.3; vertical-align: middle;
 # Fixed table layout with set column widths: WeasyPrint's automatic layout first measures the
 # minimum and maximum content width of every cell (most of the certificate's layout time). Each
 # table cell costs WeasyPrint about a millisecond whatever it holds, so a vial's checks are lines
-# of one paragraph (verdict, tab, words) and the custody events one table for all vials.
+# of one paragraph (verdict, tab, words) and the custody events one table for all vials. Every
+# element costs too (a coloured span round each of 80 "Pass" verdicts was a sixth of the time): a
+# passed check's verdict is plain text, a failed one's bold red.
 CERTIFICATE_CSS = """
 .header .qr { float: right; margin-left: 6mm; text-align: center; }
 .header img.qr { display: block; width: 32mm; height: 32mm; }
@@ -47,7 +49,7 @@ p.note { font-size: 8.5pt; color: #555; margin: 0 0 2mm; }
 img.vial-qr { float: left; width: 24mm; height: 24mm; }
 .vial-text { margin-left: 28mm; }
 p.vial-checks { white-space: pre-wrap; tab-size: 10mm; }
-.pass { color: #14532d; } .fail { color: #991b1b; font-weight: bold; }
+.fail { color: #991b1b; font-weight: bold; }
 """
 
 
