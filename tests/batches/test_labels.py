@@ -93,15 +93,14 @@ def test_labels_print_writes_the_sheet_and_a_reprint_needs_a_reason(db, lab, app
 
 
 def test_the_label_pdf_embeds_the_cjk_font_for_chinese(db, lab, app, tmp_path):
-    from flask_babel import force_locale
-
+    from labsys.batches.models import Batch
     from tests.documents.test_pdf_languages import chinese, squeeze
 
-    batch = lab.filled(vials=1)
-    # The fixtures' app context already holds the English locale (Flask-Babel keeps it on g):
-    # the sheet is made in Chinese explicitly, as a Chinese-speaking user's request would be.
-    with app.test_request_context(headers={"Accept-Language": "zh-CN"}), force_locale("zh_CN"):
-        pdf = vial_label_sheet_pdf(batch)
+    batch_id = lab.filled(vials=1).id
+    # The fixtures' application context already holds the English locale and catalog on g: the
+    # sheet is made in a context of its own, as a request of a Chinese-speaking browser is.
+    with app.app_context(), app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        pdf = vial_label_sheet_pdf(db.session.get(Batch, batch_id))
     path = tmp_path / "zh.pdf"
     path.write_bytes(pdf)
     fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
