@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-RUN_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-noto-cjk
+RUN_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 fonts-liberation fonts-noto-cjk
 TEST_DEBS := poppler-utils zbar-tools chromium
 
 .PHONY: run test readme-images setup system-deps test-system-deps translations extract-messages db clean

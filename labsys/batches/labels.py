@@ -7,15 +7,14 @@ from labsys.batches.vials import vials_of
 from labsys.documents import codec
 from labsys.documents.isbt import din_of, mod37_2_check
 from labsys.documents.pdf import render_pdf
-from labsys.documents.qr import qr_img, qr_svg
+from labsys.documents.qr import qr_imgs, qr_svg
 
 
 def vial_labels(batch: Batch) -> list[dict]:
-    labels = []
-    for vial in vials_of(batch):
-        payload = codec.encode("vial", vial.identifier)
-        labels.append({"vial": vial, "payload": payload, "qr": qr_img(payload)})
-    return labels
+    vials = vials_of(batch)
+    payloads = [codec.encode("vial", vial.identifier) for vial in vials]
+    return [{"vial": vial, "payload": payload, "qr": qr}
+            for vial, payload, qr in zip(vials, payloads, qr_imgs(payloads))]  # the codes made together
 
 
 def vial_label_sheet_pdf(batch: Batch) -> bytes:

@@ -1,5 +1,14 @@
 """PDF documents from Jinja templates with WeasyPrint, with an embedded CJK font so the
-Chinese interface prints as well as the English one."""
+Chinese interface prints as well as the English one.
+
+Fonts: a Chinese document (``lang="zh-Hans"``, from templates/documents/_pdf_base.html) is set in
+Noto Sans CJK SC, Latin included, as it always was. An English one is set in Liberation Sans (Debian
+fonts-liberation; it has every sign the documents print: → ≤ − ± × ° ·) with the CJK font next in
+the list, so Chinese in the data (a name, a comment) still prints in it. WeasyPrint embeds only
+the fonts a document uses; for each it reads the whole font file and subsets it, and the CJK
+collections are 20 MB of CFF outlines: a third of an English custody certificate's PDF writing
+(write_pdf 0.23 → 0.08 s CPU) and a fifth of the label sheet's. The Latin stack sets its line
+height (1.4) close to the CJK font's ``normal`` (1.45), so pages keep their rhythm."""
 from __future__ import annotations
 
 import gc
@@ -15,9 +24,13 @@ CJK_FONT_FILES = (
     Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc"),
 )
 
+LATIN_FONT_FAMILY = "Liberation Sans"  # Debian fonts-liberation (Makefile RUN_DEBS)
+
 BASE_CSS = f"""
 @page {{ size: A4; margin: 14mm 12mm; }}
-html {{ font-family: "{CJK_FONT_FAMILY}", "Noto Sans CJK", sans-serif; font-size: 9.5pt; color: #111; }}
+html {{ font-family: "{LATIN_FONT_FAMILY}", "{CJK_FONT_FAMILY}", "Noto Sans CJK", sans-serif; font-size: 9.5pt;
+        line-height: 1.4; color: #111; }}
+html:lang(zh) {{ font-family: "{CJK_FONT_FAMILY}", "Noto Sans CJK", sans-serif; line-height: normal; }}
 img.qr {{ image-rendering: pixelated; }}
 """
 

@@ -9,7 +9,9 @@ costs WeasyPrint one small image instead of a path of hundreds of points to pars
 from __future__ import annotations
 
 import base64
-import io
+import struct
+import zlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -19,25 +21,44 @@ import qrcode.exceptions
 import qrcode.LUT
 import qrcode.util
 from markupsafe import Markup, escape
-from PIL import Image
 
 
 def qr_img(data: str, css_class: str = "qr", border: int = 4,
            error_correction: int = qrcode.constants.ERROR_CORRECT_M) -> Markup:
     """An ``<img class="qr">`` whose source is ``qr_png(data)`` as a data URI; its printed size is
     set by the document's CSS (``labsys.documents.pdf.BASE_CSS`` turns interpolation off)."""
-    uri = "data:image/png;base64," + base64.b64encode(qr_png(data, border, error_correction)).decode("ascii")
-    return Markup(f'<img class="{escape(css_class)}" src="{uri}" alt="QR">')
+    return qr_imgs([data], css_class, border, error_correction)[0]
+
+
+def qr_imgs(datas: Sequence[str], css_class: str = "qr", border: int = 4,
+            error_correction: int = qrcode.constants.ERROR_CORRECT_M) -> list[Markup]:
+    """``qr_img`` of each of ``datas``, the symbols made together (``qr_modules_many``)."""
+    return [Markup(f'<img class="{escape(css_class)}" src="data:image/png;base64,'
+                   f'{base64.b64encode(_png(modules)).decode("ascii")}" alt="QR">')
+            for modules in qr_modules_many(datas, error_correction, border)]
 
 
 def qr_png(data: str, border: int = 4, error_correction: int = qrcode.constants.ERROR_CORRECT_M) -> bytes:
     """The symbol as a PNG of one pixel per module (8-bit grey, black and white only: WeasyPrint
     embeds grey PNG data as it is, where a 1-bit image would be converted to RGB first)."""
-    modules = qr_modules(data, error_correction, border)
-    image = Image.fromarray(np.where(modules, 0, 255).astype(np.uint8), "L")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _png(qr_modules(data, error_correction, border))
+
+
+def _png(modules: np.ndarray) -> bytes:
+    """A PNG file of ``modules`` (dark = 0, light = 255; 8-bit greyscale, no filter), written
+    directly: signature, IHDR, one zlib IDAT of the scanlines, IEND. Pillow's encoder costs about
+    0.3 ms a code in its own overhead for a 49 × 49 image (a label sheet is 500 codes)."""
+    height, width = modules.shape
+    scanlines = np.zeros((height, width + 1), dtype=np.uint8)  # each line: filter type 0, then its bytes
+    scanlines[:, 1:] = np.where(modules, 0, 255)
+    return b"".join((b"\x89PNG\r\n\x1a\n",
+                     _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)),
+                     _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes())),
+                     _png_chunk(b"IEND", b"")))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def qr_svg(data: str, box_size: int = 10, border: int = 4,
@@ -108,40 +129,71 @@ def qr_matrix(data: str, error_correction: int = qrcode.constants.ERROR_CORRECT_
 
 
 def qr_modules(data: str, error_correction: int = qrcode.constants.ERROR_CORRECT_M, border: int = 4) -> np.ndarray:
-    """``qr_matrix`` as a numpy bool array: the same symbol, made cheaply.
+    """``qr_matrix`` as a numpy bool array: the same symbol, made cheaply (``qr_modules_many``)."""
+    return qr_modules_many([data], error_correction, border)[0]
+
+
+# Codes scored for their mask at once: eight candidates each, so 64 codes are 512 symbols (a few MB
+# of work arrays for a label's 49 × 49 modules, some tens of MB at version 40's 177 × 177).
+_BATCH = 64
+
+
+def qr_modules_many(datas: Sequence[str], error_correction: int = qrcode.constants.ERROR_CORRECT_M,
+                    border: int = 4) -> list[np.ndarray]:
+    """The symbol of each of ``datas`` (``qr_modules`` of each, in order), made together.
 
     qrcode segments the data (``QRCode.add_data``). What qrcode then does in pure Python, a bit
     at a time (about 5 ms a code), is done here with whole integers, per-version tables and numpy,
     by the same rules and with qrcode's own tables: the version is the smallest that fits (it
     depends only on each segment's mode and length, so it is worked out once per shape); the
-    codewords are ``util.create_data``'s (see ``_codewords``); the bits
-    go where ``map_data`` puts them (its zigzag order, cached per version); the mask is the first
+    codewords are ``util.create_data``'s (see ``_data_stream`` and ``_codewords``); the bits go
+    where ``map_data`` puts them (its zigzag order, cached per version); the mask is the first
     of the eight with the fewest penalty points, scored as qrcode scores them (format and version
-    bits left light); then the format and version information of that mask. Tests compare the
-    result with qrcode's own on many payloads and levels."""
-    code = qrcode.QRCode(error_correction=error_correction, border=border)
-    code.add_data(data)
-    version = _version_for(tuple((chunk.mode, len(chunk)) for chunk in code.data_list), error_correction)
-    codewords = _codewords(version, error_correction, code.data_list)
+    bits left light); then the format and version information of that mask. Codes of one
+    version share their tables, so their Reed-Solomon remainders and their mask scores are
+    computed together, as arrays of codes (a label sheet is hundreds of codes of one version: a
+    few numpy operations per codeword instead of a few Python ones per code and codeword). Tests
+    compare the result with qrcode's own on many payloads and levels, and a batch with its codes
+    made one at a time."""
+    streams: dict[int, list[tuple[int, list[int]]]] = {}
+    for index, data in enumerate(datas):
+        code = qrcode.QRCode(error_correction=error_correction, border=border)
+        code.add_data(data)
+        version = _version_for(tuple((chunk.mode, len(chunk)) for chunk in code.data_list), error_correction)
+        streams.setdefault(version, []).append((index, _data_stream(version, error_correction, code.data_list)))
+    symbols: list[np.ndarray | None] = [None] * len(datas)
+    for version, entries in streams.items():
+        for first in range(0, len(entries), _BATCH):
+            chunk = entries[first:first + _BATCH]
+            made = _symbols(version, error_correction, np.array([stream for _, stream in chunk], dtype=np.uint8))
+            for (index, _), symbol in zip(chunk, made):
+                symbols[index] = np.pad(symbol, border, constant_values=False) if border else symbol
+    return symbols  # type: ignore[return-value]
+
+
+def _symbols(version: int, error_correction: int, streams: np.ndarray) -> np.ndarray:
+    """(n, size, size): the masked symbols, format and version bits set, of ``n`` data streams."""
+    words = _codewords(version, error_correction, streams)
     rows, columns = _data_order(version)
-    bits = np.unpackbits(np.asarray(codewords, dtype=np.uint8))[: len(rows)].astype(bool)
-    unmasked = _blank(version).copy()
-    unmasked[rows[: len(bits)], columns[: len(bits)]] = bits  # modules past the codewords stay light
-    candidates = unmasked ^ _masked_data_modules(version)  # the eight masks at once
-    best = int(np.argmin(_lost_points(candidates)))  # the first of the lowest, as qrcode
-    symbol = candidates[best]
-    positions, values = _type_bits(version, error_correction, best)
-    symbol[positions] = values
-    if border:
-        symbol = np.pad(symbol, border, constant_values=False)
-    return symbol
+    bits = np.unpackbits(words, axis=1)[:, : len(rows)].astype(bool)
+    count = len(streams)
+    unmasked = np.repeat(_blank(version)[None], count, axis=0)
+    unmasked[:, rows[: bits.shape[1]], columns[: bits.shape[1]]] = bits  # modules past the codewords stay light
+    candidates = unmasked[:, None] ^ _masked_data_modules(version)[None]  # (n, 8, size, size): the eight masks
+    size = candidates.shape[-1]
+    points = _lost_points(candidates.reshape(count * 8, size, size)).reshape(count, 8)
+    best = np.argmin(points, axis=1)  # the first of the lowest, as qrcode
+    symbols = candidates[np.arange(count), best]
+    for symbol, pattern in zip(symbols, best.tolist()):
+        positions, values = _type_bits(version, error_correction, pattern)
+        symbol[positions] = values
+    return symbols
 
 
-def _codewords(version: int, error_correction: int, data_list: list) -> list[int]:
-    """What ``qrcode.util.create_data`` returns (data and Reed-Solomon codewords, interleaved),
-    computed with whole integers and a multiplication table instead of a bit at a time and
-    qrcode's recursive polynomial objects (two thirds of a code's time before); qrcode's own tables
-    (modes, length fields, RS blocks, generator polynomials, GF(256)) are used as they are."""
+def _data_stream(version: int, error_correction: int, data_list: list) -> list[int]:
+    """The data codewords ``qrcode.util.create_data`` makes (mode, length and data fields, the
+    terminator, padding to a byte, pad bytes to the capacity), built as one whole integer
+    instead of a bit at a time; qrcode's own tables (modes, length fields, RS blocks) are used."""
     util = qrcode.util
     value = length = 0
     for chunk in data_list:
@@ -158,8 +210,7 @@ def _codewords(version: int, error_correction: int, data_list: list) -> list[int
         for number, bits in fields:
             value = (value << bits) | (number & ((1 << bits) - 1))
             length += bits
-    blocks = qrcode.base.rs_blocks(version, error_correction)
-    limit = sum(block.data_count * 8 for block in blocks)
+    limit = sum(block.data_count * 8 for block in qrcode.base.rs_blocks(version, error_correction))
     if length > limit:
         raise qrcode.exceptions.DataOverflowError(f"Code length overflow. Data size ({length}) > size available ({limit})")
     terminator = min(limit - length, 4)
@@ -168,15 +219,42 @@ def _codewords(version: int, error_correction: int, data_list: list) -> list[int
         value, length = value << (8 - length % 8), length + 8 - length % 8
     stream = list(value.to_bytes(length // 8, "big")) if length else []
     stream += [util.PAD0 if i % 2 == 0 else util.PAD1 for i in range((limit - length) // 8)]
+    return stream
+
+
+def _codewords(version: int, error_correction: int, streams: np.ndarray) -> np.ndarray:
+    """(n, codewords): what ``qrcode.util.create_data`` returns for each of the ``n`` data streams
+    of this version and level (the data and Reed-Solomon codewords of its blocks, interleaved).
+    The remainders come from a multiplication table (for many streams, as arrays of all of them
+    at once) instead of a bit at a time with qrcode's recursive polynomial objects; its generator
+    polynomials and GF(256) are used as they are."""
+    blocks = qrcode.base.rs_blocks(version, error_correction)
+    table = _gf_product_array()
     data_blocks, ec_blocks, offset = [], [], 0
     for block in blocks:
-        dc = stream[offset: offset + block.data_count]
+        data = streams[:, offset: offset + block.data_count]
         offset += block.data_count
-        data_blocks.append(dc)
-        ec_blocks.append(_remainder(dc, block.total_count - block.data_count))
-    words = [dc[i] for i in range(max(map(len, data_blocks))) for dc in data_blocks if i < len(dc)]
-    words += [ec[i] for i in range(max(map(len, ec_blocks))) for ec in ec_blocks if i < len(ec)]
-    return words
+        data_blocks.append(data)
+        ec_count = block.total_count - block.data_count
+        if len(streams) < _ARRAY_REMAINDERS:  # a code or a few: Python integers cost less than numpy calls
+            ec_blocks.append(np.array([_remainder(row, ec_count) for row in data.tolist()],
+                                      dtype=np.uint8).reshape(len(streams), ec_count))
+            continue
+        generator = np.array(_generator(ec_count), dtype=np.intp)[None, :]
+        # data·x^ec divided by the generator, long division over GF(256): at each data codeword the
+        # leading coefficient times the generator is taken off the next ec coefficients.
+        work = np.zeros((len(streams), block.total_count), dtype=np.uint8)
+        work[:, : block.data_count] = data
+        for i in range(block.data_count):
+            work[:, i + 1: i + 1 + ec_count] ^= table[work[:, i: i + 1], generator]  # a zero adds nothing
+        ec_blocks.append(work[:, block.data_count:])
+    order = _interleaving(tuple((b.data_count, b.total_count - b.data_count) for b in blocks))
+    return np.concatenate(data_blocks + ec_blocks, axis=1)[:, order]
+
+
+# From this many codes of a version, their remainders are computed as arrays (one numpy step per
+# data codeword for all of them); below it, code by code with Python integers.
+_ARRAY_REMAINDERS = 8
 
 
 def _remainder(data: list[int], count: int) -> list[int]:
@@ -192,6 +270,25 @@ def _remainder(data: list[int], count: int) -> list[int]:
             row = table[factor]
             remainder = [r ^ row[g] for r, g in zip(remainder, generator)]
     return remainder
+
+
+@lru_cache(maxsize=None)
+def _interleaving(blocks: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Column order taking the blocks' data codewords, then their EC codewords, laid side by side,
+    to create_data's interleaved order (the i-th codeword of every block that has one, in turn)."""
+    starts, at = [], 0
+    for data_count, _ in blocks:
+        starts.append(at)
+        at += data_count
+    ec_starts = []
+    for _, ec_count in blocks:
+        ec_starts.append(at)
+        at += ec_count
+    order = [starts[b] + i for i in range(max(d for d, _ in blocks)) for b, (d, _) in enumerate(blocks) if i < d]
+    order += [ec_starts[b] + i for i in range(max(e for _, e in blocks)) for b, (_, e) in enumerate(blocks) if i < e]
+    result = np.array(order, dtype=np.intp)
+    result.flags.writeable = False
+    return result
 
 
 @lru_cache(maxsize=None)
@@ -213,6 +310,14 @@ def _gf_products() -> tuple[tuple[int, ...], ...]:
     base = qrcode.base
     return tuple(tuple(0 if a == 0 or b == 0 else base.gexp(base.glog(a) + base.glog(b)) for b in range(256))
                  for a in range(256))
+
+
+@lru_cache(maxsize=None)
+def _gf_product_array() -> np.ndarray:
+    """``_gf_products`` as a (256, 256) uint8 array."""
+    table = np.array(_gf_products(), dtype=np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 @lru_cache(maxsize=None)
@@ -336,13 +441,13 @@ def _lost_points(symbols: np.ndarray) -> np.ndarray:
     count, size = len(symbols), symbols.shape[1]
     points = np.zeros(count, dtype=np.int64)
     for lines in (symbols, symbols.transpose(0, 2, 1)):
-        padded = np.full((count, size, size + 2), 2, dtype=np.int8)  # a sentinel ends every line's runs
-        padded[:, :, 1:-1] = lines
-        flat = padded.ravel()
-        changes = np.flatnonzero(flat[1:] != flat[:-1])
-        lengths = np.diff(changes)
-        owner = (changes[:-1] + 1) // (size * (size + 2))
-        points += np.bincount(owner, weights=np.where(lengths >= 5, lengths - 2, 0), minlength=count).astype(np.int64)
+        # A run of L ≥ 5 holds L − 4 windows of five modules of one colour and begins once: its
+        # 3 + (L − 5) points are the windows it holds plus two for its start.
+        same = lines[:, :, 1:] == lines[:, :, :-1]  # each module against the next
+        uniform = same[:, :, :-3] & same[:, :, 1:-2] & same[:, :, 2:-1] & same[:, :, 3:]
+        starts = uniform.copy()
+        starts[:, :, 1:] &= ~same[:, :, :-4]  # the window's first module differs from the one before
+        points += uniform.sum(axis=(1, 2)) + 2 * starts.sum(axis=(1, 2))
         windows = np.zeros((count, size, size - 10), dtype=np.uint16)
         for k in range(11):
             windows = (windows << 1) | lines[:, :, k:k + size - 10]
@@ -350,7 +455,6 @@ def _lost_points(symbols: np.ndarray) -> np.ndarray:
     block = symbols[:, :-1, :-1]
     points += 3 * ((block == symbols[:, 1:, :-1]) & (block == symbols[:, :-1, 1:])
                    & (block == symbols[:, 1:, 1:])).sum(axis=(1, 2))
-    for index, dark in enumerate(symbols.sum(axis=(1, 2)).tolist()):
-        percent = float(dark) / (size ** 2)
-        points[index] += int(abs(percent * 100 - 50) / 5) * 10
+    percent = symbols.sum(axis=(1, 2)).astype(np.float64) / (size ** 2)  # as qrcode: in floats, truncated
+    points += (np.abs(percent * 100 - 50) / 5).astype(np.int64) * 10
     return points

@@ -93,10 +93,19 @@ def test_labels_print_writes_the_sheet_and_a_reprint_needs_a_reason(db, lab, app
 
 
 def test_the_label_pdf_embeds_the_cjk_font_for_chinese(db, lab, app, tmp_path):
-    batch = lab.filled(vials=1)
-    with app.test_request_context(headers={"Accept-Language": "zh-CN"}):
-        pdf = vial_label_sheet_pdf(batch)
+    from labsys.batches.models import Batch
+    from tests.documents.test_pdf_languages import chinese, squeeze
+
+    batch_id = lab.filled(vials=1).id
+    # The fixtures' application context already holds the English locale and catalog on g: the
+    # sheet is made in a context of its own, as a request of a Chinese-speaking browser is.
+    with app.app_context(), app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        pdf = vial_label_sheet_pdf(db.session.get(Batch, batch_id))
     path = tmp_path / "zh.pdf"
     path.write_bytes(pdf)
     fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert squeeze(chinese("For clinical trial use only")) in squeeze(text)
     assert "Noto-Sans-CJK-SC" in fonts and " yes " in fonts  # embedded (emb = yes)
+    assert "Liberation" not in fonts  # every glyph of the Chinese sheet from the CJK font, as before

@@ -1,6 +1,7 @@
 """Vector QR codes and PDF rendering with an embedded CJK font."""
 import subprocess
 
+import numpy as np
 import zxingcpp
 from PIL import Image
 
@@ -53,6 +54,30 @@ def test_the_qr_modules_are_exactly_those_qrcode_itself_chooses_mask_and_all():
             versions.add(reference.version)
             assert qr_matrix(payload, level, 4) == reference.get_matrix(), (payload, level)
     assert min(versions) <= 2 and max(versions) >= 7  # with and without version information
+
+
+def test_codes_made_together_are_the_codes_made_one_at_a_time():
+    """qr_modules_many groups codes by version and computes their Reed-Solomon remainders and
+    mask scores as arrays: a batch of mixed versions (and more codes of one version than are
+    scored at once) gives each code exactly its own symbol, in order."""
+    import qrcode
+
+    from labsys.documents.qr import _BATCH, qr_imgs, qr_modules, qr_modules_many, qr_png
+
+    payloads = _payloads()
+    signed = payloads[:60]
+    batch = signed * (_BATCH // len(signed) + 2) + payloads[60:] + signed[:3]
+    assert len(batch) > 2 * _BATCH
+    for level in (qrcode.constants.ERROR_CORRECT_L, qrcode.constants.ERROR_CORRECT_M,
+                  qrcode.constants.ERROR_CORRECT_H):
+        together = qr_modules_many(batch, level, 4)
+        assert len(together) == len(batch)
+        for payload, modules in zip(batch, together):
+            assert np.array_equal(modules, qr_modules(payload, level, 4)), (payload, level)
+    assert qr_modules_many([]) == []
+    images = qr_imgs(signed[:2], "qr label-qr")
+    assert all(str(img).startswith('<img class="qr label-qr" src="data:image/png;base64,') for img in images)
+    assert str(images[1]).split('"')[3].split(",", 1)[1] == __import__("base64").b64encode(qr_png(signed[1])).decode()
 
 
 def _filled_modules(path: str, size: int) -> list[list[bool]]:
