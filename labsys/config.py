@@ -59,6 +59,10 @@ class Config:
     ARGON2_MEMORY_KIB = _env_int("ARGON2_MEMORY_KIB", 65536)
     PASSWORD_MAX_AGE_DAYS = _env_int("PASSWORD_MAX_AGE_DAYS", 0)  # 0 = no forced rotation
     PERMANENT_SESSION_LIFETIME = timedelta(hours=_env_int("SESSION_MAX_HOURS", 12))
+    # The absolute lifetime counts from sign-in: the server ends the session then (and at the
+    # idle timeout), and the cookie keeps the expiry it got at sign-in instead of being signed
+    # and sent again with every response.
+    SESSION_REFRESH_EACH_REQUEST = False
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)

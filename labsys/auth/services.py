@@ -297,6 +297,9 @@ def load_session_user(token: str) -> User | None:
     if now - record.last_seen_at > idle_limit:
         _touch_session(record.id, ended_at=now, end_reason="idle timeout")
         return None
+    if now - record.created_at > current_app.config["PERMANENT_SESSION_LIFETIME"]:
+        _touch_session(record.id, ended_at=now, end_reason="maximum lifetime")
+        return None
     if not user.active or user.is_locked:
         return None
     if now - record.last_seen_at > SEEN_WRITE_INTERVAL:

@@ -100,6 +100,19 @@ def test_an_idle_session_ends_after_the_timeout(app, login_as, db):
     assert db.session.scalar(select(UserSession.end_reason)) == "idle timeout"
 
 
+def test_a_session_ends_at_its_absolute_lifetime_however_active(app, login_as, db):
+    client = login_as("qa")
+    assert client.get("/").status_code == 200
+    assert "session" not in client.get("/").headers.get("Set-Cookie", "")  # not re-sent each request
+    record = db.session.scalar(select(UserSession))
+    record.created_at = record.created_at - app.config["PERMANENT_SESSION_LIFETIME"] - dt.timedelta(minutes=1)
+    db.session.commit()
+    response = client.get("/")  # active a moment ago: not idle, but signed in too long ago
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    db.session.rollback()
+    assert db.session.scalar(select(UserSession.end_reason)) == "maximum lifetime"
+
+
 def test_the_session_cookie_changes_at_sign_in(client, demo_users):
     client.get("/login")
     before = client.http.get_cookie("session")
