@@ -1,14 +1,15 @@
 """gunicorn settings for labsys, read by ``gunicorn -c gunicorn.conf.py wsgi:app`` (and, from the
 repository root, by a plain ``gunicorn wsgi:app``). Command-line flags override them.
 
-Threaded workers: each of the processes serves several requests at once, so a request waiting on
-PostgreSQL (or on SQLite's disk) does not hold the CPU idle, and connections are kept alive
-between a client's requests (a scanner or browser does not reconnect for every call). The
-application keeps no per-request state outside Flask's request context and one database session
-per request, so threads are safe; SQLAlchemy's pool (5 + 10 overflow per process) covers them."""
+Synchronous workers, one request at a time each, behind a buffering reverse proxy (nginx reads
+the whole request and writes the whole response for slow clients, and keeps their connections
+alive; gunicorn's documentation recommends exactly this for sync workers). labsys's requests are
+CPU-bound Python: threads in one process share one interpreter lock, so they add no capacity,
+only GIL hand-offs and a wider spread of response times. Measured on the volume data with 32
+closed-loop clients (benchmarks/README.md): sync workers serve the scan API at ≈ 1.7× the rate
+of 2 workers × 4 threads with a third of the p95, and `/healthz` at ≈ 3×, with less CPU per
+request. More capacity comes from more workers (one per core) or more instances, not threads."""
 workers = 2
-worker_class = "gthread"
-threads = 4
-keepalive = 5
+worker_class = "sync"
 # A request that takes longer than this is stuck, not slow: the worker is restarted.
 timeout = 60
