@@ -44,10 +44,17 @@ def identifier_matches(term: str):
     the facility code can only match at the start: then the same answer comes from a range on
     the unique index; any other term is answered by the trigram index (batches.search)."""
     term = term.strip().upper()
-    facility = (setting("FACILITY_CODE") or "").upper()
-    if term and term[0].isalpha() and term[0] not in facility[1:]:
+    if matches_only_at_start(term):
         return starts_with(Vial.identifier, term)
     return identifier_contains(Vial.identifier, Vial.id, term, db.session.get_bind().dialect.name)
+
+
+def matches_only_at_start(term: str) -> bool:
+    """Whether an upper-case ``term`` can only occur at the start of a donation or vial identifier
+    (the facility code, then digits): it starts with a letter found nowhere after the first
+    character of the facility code."""
+    facility = (setting("FACILITY_CODE") or "").upper()
+    return bool(term) and term[0].isalpha() and term[0] not in facility[1:]
 
 
 def find_vial(identifier: str) -> Vial | None:

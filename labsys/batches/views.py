@@ -28,7 +28,7 @@ from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.i18n import gettext as _
 from labsys.i18n import lazy_gettext as _l
-from labsys.listing import page_of_rows
+from labsys.listing import page_of_rows, starts_with
 from labsys.timefmt import parse_lab_datetime
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
@@ -116,8 +116,14 @@ def index():
     conditions = []
     if term:
         like = f"%{term.upper()}%"
-        donors_cords = select(Cord.id).join(Donor, Cord.donor_id == Donor.id).where(func.upper(Donor.code).like(like))
-        conditions.append(or_(Batch.identifier.like(like), Batch.cord_id.in_(donors_cords)))
+        # A donation identifier typed whole or from its start is a range on the identifier index
+        # (a LIKE would read every lot); donor codes are matched anywhere, reading the donors'
+        # code index, then their cords by donor.
+        matching_donors = select(Donor.id).where(func.upper(Donor.code).like(like))
+        donors_cords = select(Cord.id).where(Cord.donor_id.in_(matching_donors))
+        identifier = (starts_with(Batch.identifier, term.upper()) if vial_services.matches_only_at_start(term.upper())
+                      else Batch.identifier.like(like))
+        conditions.append(or_(identifier, Batch.cord_id.in_(donors_cords)))
     if status in {s.value for s in BatchStatus}:
         conditions.append(Batch.status == BatchStatus(status))
     page = page_of_rows(select(Batch.id).where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),

@@ -67,3 +67,20 @@ def test_the_migration_carries_the_statements_of_its_revision():
     # A change to labsys.batches.search needs a new migration, not an edit of this one.
     assert migration.SQLITE == search.sqlite_statements()
     assert migration.POSTGRESQL == search.postgresql_statements()
+
+
+def test_the_batch_list_search_finds_the_lots_by_identifier_or_donor_code(app, login_as):
+    from labsys.batches.models import Batch, Cord, Donor
+
+    _generate(app, 80)
+    lots = db.session.execute(select(Batch.identifier, Donor.code).join(Cord, Batch.cord_id == Cord.id)
+                              .join(Donor, Cord.donor_id == Donor.id)).all()
+    assert len(lots) < 25  # one page holds every match
+    sample_identifier, sample_donor = lots[len(lots) // 2]
+    qa = login_as("qa")
+    for term in [sample_identifier, sample_identifier[:10], sample_identifier[-5:], sample_donor[-4:].lower(),
+                 sample_donor, "ZZZ-NOTHING"]:
+        page = qa.get("/batches/", query_string={"q": term}).get_data(as_text=True)
+        upper = term.upper()
+        expected = {i for i, code in lots if upper in i or upper in code.upper()}
+        assert {i for i, _ in lots if f">{i} <" in page} == expected, term
