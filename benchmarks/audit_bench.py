@@ -25,13 +25,13 @@ from labsys.audit.models import GENESIS_HASH, AuditEntry  # noqa: E402
 from labsys.audit.services import HASHED_COLUMNS, Actor, entry_hash, iso_utc, record_event, unit_of_work, verify_chain  # noqa: E402
 from labsys.db import canonical_json  # noqa: E402
 from labsys.extensions import db  # noqa: E402
+from labsys.perfdata import write_audit_rows  # noqa: E402
 
 
 def fill(target: int, batch: int = 20000) -> None:
     head = db.session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq, prev = (head.seq, head.hash) if head else (0, GENESIS_HASH)
     start = dt.datetime(2016, 1, 1, tzinfo=dt.timezone.utc)
-    table = AuditEntry.__table__
     while seq < target:
         rows = []
         for _ in range(min(batch, target - seq)):
@@ -45,7 +45,7 @@ def fill(target: int, batch: int = 20000) -> None:
             row.update(recorded_at=at, hash=prev)
             rows.append(row)
         with db.engine.begin() as connection:
-            connection.execute(table.insert(), rows)
+            write_audit_rows(connection, rows)
 
 
 def time_appends(n: int = 200) -> list[float]:

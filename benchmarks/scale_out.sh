@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Scale-out run on loopback: two gunicorn instances (2 threaded workers each, gunicorn.conf.py; ports 5150/5151) and two Huey
+# Scale-out run on loopback: two gunicorn instances (2 sync workers each, gunicorn.conf.py; ports 5150/5151) and two Huey
 # workers (Redis broker, db 5) sharing one PostgreSQL database (labsys_perf, filled by perf-data).
 # 1. Scores synthetic 96-field potency plates through the job queue (one plate, then two at once).
-# 2. Serves the web benchmark through one instance, then both (locust split over the two hosts).
+# 2. Serves the web benchmark through one instance, then both (wrk connections split over the two hosts).
 # Every process started here is stopped on exit (trap). The machine has 2 cores: a second
 # instance adds no CPU, so expect no doubling.
 #

@@ -1,5 +1,5 @@
-"""Web benchmark: gunicorn (2 workers, threaded: gunicorn.conf.py) over the volume database, loaded by
-locust on loopback.
+"""Web benchmark: gunicorn (2 synchronous workers: gunicorn.conf.py) over the volume database, loaded by
+wrk (default) or locust (--load locust) on loopback.
 
 Scenarios, each 32 concurrent users for 30 s: (a) POST /api/v1/scan with real signed vial and
 wristband codes and an API token, (b) POST /api/v1/dispense/check, (c) a signed-in QA user on the

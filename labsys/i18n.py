@@ -25,7 +25,9 @@ def _request_state() -> tuple[Any, Any, str | None]:
     if locale is None:
         locale = flask_babel.get_locale()
     state = g.get("_labsys_i18n")
-    if state is None or state[0] != locale:
+    # Identity, not equality: Flask-Babel keeps one Locale object on the context until it changes
+    # it (Locale.__eq__ compares the text of both, a few µs a call; a list page makes ≈ 50 of these calls).
+    if state is None or state[0] is not locale:
         state = g._labsys_i18n = (locale, flask_babel.get_translations(), None if locale is None else str(locale))
     return state
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from labsys.audit.models import GENESIS_HASH, AuditEntry
 from labsys.audit.services import Actor, chained_entries, values_hash
@@ -175,20 +175,26 @@ class Chain:
     def _write(self) -> None:
         if not self.buffer:
             return
-        table = AuditEntry.__table__
-        if self.connection.dialect.name == "postgresql":
-            # PostgreSQL counts entries with a statement-level trigger (labsys.audit.counts), and
-            # psycopg's executemany sends one INSERT per row: each would update the same counter
-            # rows again, and one transaction's versions of a row form a chain that every later
-            # update walks (the load slowed from seconds to minutes per 1,000 lots). Multi-row
-            # INSERTs fire the trigger once per few thousand entries; parameters stay < 65,535.
-            rows_per_statement = 65_000 // len(table.c)
-            for offset in range(0, len(self.buffer), rows_per_statement):
-                self.connection.execute(table.insert().values(self.buffer[offset:offset + rows_per_statement]))
-        else:
-            self.connection.execute(table.insert(), self.buffer)
+        write_audit_rows(self.connection, self.buffer)
         self.written += len(self.buffer)
         self.buffer = []
+
+
+def write_audit_rows(connection: Connection, rows: list[dict]) -> None:
+    """Insert prepared (chained and hashed) audit entries in bulk.
+
+    PostgreSQL counts entries with a statement-level trigger (labsys.audit.counts), and psycopg's
+    executemany sends one INSERT per row: each would update the same counter rows again, and one
+    transaction's versions of a row form a chain that every later update walks (the load slowed
+    from seconds to minutes per 1,000 lots). Multi-row INSERTs fire the trigger once per few
+    thousand entries; parameters stay < 65,535. SQLite's trigger is per row either way."""
+    table = AuditEntry.__table__
+    if connection.dialect.name == "postgresql":
+        rows_per_statement = 65_000 // len(table.c)
+        for offset in range(0, len(rows), rows_per_statement):
+            connection.execute(table.insert().values(rows[offset:offset + rows_per_statement]))
+    else:
+        connection.execute(table.insert(), rows)
 
 
 def _money(value: float, places: str = "0.1") -> Decimal:
