@@ -7,6 +7,7 @@ import contextvars
 import datetime as dt
 import json
 import time
+import weakref
 from decimal import Decimal
 from typing import Any
 
@@ -145,10 +146,43 @@ def write_transaction(session: Any):
     session.rollback()
     token = _writing.set(True)
     try:
-        lock_audit_chain(session.connection())  # begin now, while the flag is set
+        # Begin now, while the flag is set; on PostgreSQL in a real transaction (reads run without one).
+        lock_audit_chain(session.connection(execution_options=_transactional_options(session)))
         yield session
     finally:
         _writing.reset(token)
+
+
+# PostgreSQL: the session reads outside any transaction, each statement on its own (autocommit),
+# and writes in one (``write_transaction``). A transaction costs two round trips, BEGIN before the
+# first statement and ROLLBACK when the connection goes back to the pool: a scan reads in two
+# statements, so half its round trips were these (measured in-process on the volume data:
+# 3.26 → 2.06 ms a scan). Under READ COMMITTED every statement already saw its own snapshot, so
+# reads see what they saw before; nothing but ``write_transaction`` writes (regulated records
+# refuse changes outside a unit of work), and it still runs in a transaction that holds the
+# audit-chain lock and commits or rolls back as one. Django runs the same way by default.
+_READ_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+READ_ISOLATION = {"isolation_level": "AUTOCOMMIT"}
+
+
+def read_engine(engine: Engine) -> Engine:
+    """The engine sessions read through: on PostgreSQL the same engine and pool with autocommit
+    connections (SQLAlchemy's ``Engine.execution_options``; a connection's isolation level is
+    reset when it returns to the pool), elsewhere the engine itself (SQLite reads begin in
+    process, at no cost, and ``write_transaction`` needs its BEGIN IMMEDIATE)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    reader = _READ_ENGINES.get(engine)
+    if reader is None:
+        reader = _READ_ENGINES[engine] = engine.execution_options(**READ_ISOLATION)
+    return reader
+
+
+def _transactional_options(session: Any) -> dict[str, Any] | None:
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    return {"isolation_level": bind.dialect.default_isolation_level or "READ COMMITTED"}
 
 
 AUDIT_LOCK_KEY = 7_240_011  # pg_advisory_xact_lock key serializing audit-chain appends

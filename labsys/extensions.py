@@ -7,11 +7,23 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSession
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.engine import Engine
 
-from labsys.db import Base
+from labsys.db import Base, read_engine
 
-db = SQLAlchemy(model_class=Base)
+
+class Session(FlaskSession):
+    """Flask-SQLAlchemy's session, reading through ``labsys.db.read_engine`` (on PostgreSQL
+    without a transaction; ``labsys.db.write_transaction`` opens one to write)."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        found = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+        return read_engine(found) if isinstance(found, Engine) else found
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": Session})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

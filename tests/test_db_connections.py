@@ -64,3 +64,37 @@ def test_a_connection_that_died_while_idle_is_replaced(app, client, engine_name)
         response = client.get("/healthz")
     assert response.status_code == 200 and response.get_json()["database"] == "ok"
     assert calls  # the dead connection was found by the check, not by the request
+
+
+def _statement_is_its_own_transaction() -> bool:
+    """PostgreSQL: now() is the transaction's start, statement_timestamp() this statement's."""
+    return db.session.scalar(text("SELECT now() = statement_timestamp()"))
+
+
+def test_postgresql_reads_without_a_transaction_and_writes_in_one(app, engine_name, demo_users):
+    from labsys.db import write_transaction
+
+    db.session.remove()
+    db.session.execute(text("SELECT 1"))
+    if engine_name == "postgresql":
+        # No BEGIN before the reads, no ROLLBACK after them: each statement stands alone.
+        assert _statement_is_its_own_transaction()
+        assert db.session.connection().connection.dbapi_connection.autocommit is True
+    name = db.session.scalar(text("SELECT full_name FROM users ORDER BY id LIMIT 1"))
+    # A write is one transaction on both engines: the first change is undone with the second.
+    try:
+        with write_transaction(db.session):
+            if engine_name == "postgresql":
+                assert not _statement_is_its_own_transaction()
+            db.session.execute(text("UPDATE users SET full_name = 'first change' WHERE id = (SELECT min(id) FROM users)"))
+            db.session.execute(text("UPDATE users SET full_name = 'second change' WHERE id = (SELECT min(id) FROM users)"))
+            raise RuntimeError("fails before its commit")
+    except RuntimeError:
+        db.session.rollback()
+    assert db.session.scalar(text("SELECT full_name FROM users ORDER BY id LIMIT 1")) == name
+    if engine_name == "postgresql":  # the pooled connection reads without a transaction again
+        assert _statement_is_its_own_transaction()
+        assert db.session.connection().connection.dbapi_connection.autocommit is True
+    if engine_name == "postgresql":  # the engine's other users (migrations) keep its transactions
+        with db.engine.connect() as connection:
+            assert connection.connection.dbapi_connection.autocommit is False

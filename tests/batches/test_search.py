@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from labsys.batches import search
 from labsys.batches.models import Vial
 from labsys.batches.vials import identifier_matches
+from labsys.db import write_transaction
 from labsys.extensions import db
 from tests.test_query_counts import _generate
 
@@ -41,9 +42,10 @@ def test_the_trigram_index_answers_the_search(app):
         plan = " ".join(str(row) for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
         assert f"SCAN {search.FTS_TABLE} VIRTUAL TABLE INDEX" in plan, plan
     else:
-        db.session.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = " ".join(db.session.scalars(text(f"EXPLAIN {compiled}")))
-        assert search.PG_INDEX in plan, plan
+        with write_transaction(db.session):  # SET LOCAL lasts for a transaction (reads run without one)
+            db.session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(db.session.scalars(text(f"EXPLAIN {compiled}")))
+            assert search.PG_INDEX in plan, plan
     db.session.rollback()
 
 
@@ -52,10 +54,11 @@ def test_the_index_follows_a_changed_identifier_in_the_same_transaction(app):
     vial_id, old = db.session.execute(select(Vial.id, Vial.identifier).order_by(Vial.id)).first()
     new = old[:-4] + "-ZQX"
     # Identifiers are never edited by labsys; the triggers keep the index right whatever writes.
-    db.session.execute(text("UPDATE vials SET identifier = :new WHERE id = :id"), {"new": new, "id": vial_id})
-    assert _found("-ZQX") == {new}
-    assert old not in _found(old[-8:])
-    db.session.rollback()
+    with write_transaction(db.session):
+        db.session.execute(text("UPDATE vials SET identifier = :new WHERE id = :id"), {"new": new, "id": vial_id})
+        assert _found("-ZQX") == {new}
+        assert old not in _found(old[-8:])
+        db.session.rollback()
     assert _found(old[-8:]) >= {old} and _found("-ZQX") == set()
 
 
