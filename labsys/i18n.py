@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import flask_babel
-from flask import g, has_app_context
+from flask import has_app_context
+from flask.globals import _cv_app
 from flask_babel.speaklater import LazyString
 
 
@@ -20,15 +21,15 @@ def _request_state() -> tuple[Any, Any, str | None]:
     """(locale, translations, locale name) for the current locale, remembered on the application
     context. The locale is read each time where Flask-Babel keeps it on the context (``force_locale``
     and ``refresh()`` change or clear it there), through ``get_locale`` when it is not there."""
-    namespace = g.get("_flask_babel")
-    locale = getattr(namespace, "babel_locale", None)
+    store = _cv_app.get().g  # the context's ``g`` itself: each access through the proxy costs a look-up
+    locale = getattr(getattr(store, "_flask_babel", None), "babel_locale", None)
     if locale is None:
         locale = flask_babel.get_locale()
-    state = g.get("_labsys_i18n")
+    state = getattr(store, "_labsys_i18n", None)
     # Identity, not equality: Flask-Babel keeps one Locale object on the context until it changes
     # it (Locale.__eq__ compares the text of both, a few µs a call; a list page makes ≈ 50 of these calls).
     if state is None or state[0] is not locale:
-        state = g._labsys_i18n = (locale, flask_babel.get_translations(), None if locale is None else str(locale))
+        state = store._labsys_i18n = (locale, flask_babel.get_translations(), None if locale is None else str(locale))
     return state
 
 

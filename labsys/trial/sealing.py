@@ -4,6 +4,7 @@ read the arms. The plaintext binds the trial and the sequence number, so a seale
 another line fails to open."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -36,9 +37,32 @@ def ensure_key(instance_path: str) -> None:
 def _fernet() -> Fernet:
     key = current_app.config.get("TRIAL_ALLOCATION_KEY") or os.environ.get("LABSYS_TRIAL_ALLOCATION_KEY")
     if not key:
-        ensure_key(current_app.instance_path)
-        key = key_path().read_bytes().strip()
-    return Fernet(key if isinstance(key, bytes) else key.encode())
+        key = _file_key(current_app.instance_path)
+    return _fernet_of(key if isinstance(key, bytes) else key.encode())
+
+
+@functools.lru_cache(maxsize=16)
+def _fernet_of(key: bytes) -> Fernet:
+    return Fernet(key)
+
+
+_file_keys: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+
+
+def _file_key(instance_path: str) -> bytes:
+    """The key file's key, read again only when the file is another (a dispensing check opens the
+    patient's arm: reading the file on every call was a twentieth of the check)."""
+    path = Path(instance_path) / KEY_FILE
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        ensure_key(instance_path)
+        stat = path.stat()
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _file_keys.get(str(path))
+    if cached is None or cached[0] != stamp:
+        cached = _file_keys[str(path)] = (stamp, path.read_bytes().strip())
+    return cached[1]
 
 
 def seal_arm(trial_id: int, sequence: int, arm: str) -> str:
