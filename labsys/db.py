@@ -178,6 +178,16 @@ def read_engine(engine: Engine) -> Engine:
     return reader
 
 
+def refuse_changes_outside_write_transactions(session: Any, flush_context: Any, instances: Any) -> None:
+    """``before_flush``: on a read connection without a transaction each statement would commit
+    as it runs, so a record changed outside ``write_transaction`` (none of labsys's services does)
+    would be written piece by piece and without its audit entries. Refused instead, on
+    PostgreSQL where reads run so; SQLite reads in a transaction that the request rolls back."""
+    if not _writing.get() and session.get_bind().dialect.name == "postgresql":
+        raise RuntimeError("a record changed outside write_transaction(): on PostgreSQL it would be "
+                           "committed statement by statement; change it in unit_of_work()")
+
+
 def _transactional_options(session: Any) -> dict[str, Any] | None:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":

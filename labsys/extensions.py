@@ -9,9 +9,10 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from labsys.db import Base, read_engine
+from labsys.db import Base, read_engine, refuse_changes_outside_write_transactions
 
 
 class Session(FlaskSession):
@@ -23,6 +24,7 @@ class Session(FlaskSession):
         return read_engine(found) if isinstance(found, Engine) else found
 
 
+event.listen(Session, "before_flush", refuse_changes_outside_write_transactions)
 db = SQLAlchemy(model_class=Base, session_options={"class_": Session})
 migrate = Migrate()
 login_manager = LoginManager()

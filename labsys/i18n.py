@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import flask_babel
-from flask import has_app_context
-from flask.globals import _cv_app
+from flask import g, has_app_context
 from flask_babel.speaklater import LazyString
 
 
@@ -21,7 +20,7 @@ def _request_state() -> tuple[Any, Any, str | None]:
     """(locale, translations, locale name) for the current locale, remembered on the application
     context. The locale is read each time where Flask-Babel keeps it on the context (``force_locale``
     and ``refresh()`` change or clear it there), through ``get_locale`` when it is not there."""
-    store = _cv_app.get().g  # the context's ``g`` itself: each access through the proxy costs a look-up
+    store = g._get_current_object()  # ``g`` itself: each access through the proxy costs a look-up
     locale = getattr(getattr(store, "_flask_babel", None), "babel_locale", None)
     if locale is None:
         locale = flask_babel.get_locale()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-from sqlalchemy import create_engine, text
+import pytest
+
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
+from labsys.db import utcnow
 from labsys.extensions import db
 
 
@@ -95,6 +98,25 @@ def test_postgresql_reads_without_a_transaction_and_writes_in_one(app, engine_na
     if engine_name == "postgresql":  # the pooled connection reads without a transaction again
         assert _statement_is_its_own_transaction()
         assert db.session.connection().connection.dbapi_connection.autocommit is True
-    if engine_name == "postgresql":  # the engine's other users (migrations) keep its transactions
-        with db.engine.connect() as connection:
+        with db.engine.connect() as connection:  # the engine's other users (migrations) keep transactions
             assert connection.connection.dbapi_connection.autocommit is False
+
+
+def test_a_record_changed_outside_a_write_transaction_is_refused_on_postgresql(app, engine_name, demo_users):
+    """Not written statement by statement on a read connection: refused, and nothing changes."""
+    from labsys.auth.models import UserSession  # not a regulated record: the audit guard lets it pass
+    from labsys.db import write_transaction
+
+    with write_transaction(db.session):
+        db.session.add(UserSession(user_id=demo_users["qa"].id, token_hash="0" * 64,
+                                   created_at=utcnow(), last_seen_at=utcnow()))
+        db.session.commit()
+    record = db.session.scalar(select(UserSession).where(UserSession.token_hash == "0" * 64))
+    record.end_reason = "changed outside"
+    if engine_name == "postgresql":
+        with pytest.raises(RuntimeError, match="write_transaction"):
+            db.session.flush()
+    else:
+        db.session.flush()  # SQLite: inside the read transaction, which is rolled back
+    db.session.rollback()
+    assert db.session.scalar(select(UserSession.end_reason).where(UserSession.token_hash == "0" * 64)) is None

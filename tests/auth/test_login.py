@@ -9,6 +9,7 @@ from labsys.audit.models import AuditEntry
 from labsys.auth.models import User, UserSession
 from labsys.auth import services
 from labsys.audit.services import Actor
+from labsys.db import write_transaction
 from tests.conftest import DEMO_PASSWORD, LabClient, make_app
 
 
@@ -91,9 +92,10 @@ def test_deactivating_a_user_ends_their_sessions_at_once(app, login_as, demo_use
 
 def test_an_idle_session_ends_after_the_timeout(app, login_as, db):
     client = login_as("qa")
-    record = db.session.scalar(select(UserSession))
-    record.last_seen_at = record.last_seen_at - dt.timedelta(minutes=app.config["IDLE_TIMEOUT_MINUTES"] + 1)
-    db.session.commit()
+    with write_transaction(db.session):
+        record = db.session.scalar(select(UserSession))
+        record.last_seen_at = record.last_seen_at - dt.timedelta(minutes=app.config["IDLE_TIMEOUT_MINUTES"] + 1)
+        db.session.commit()
     response = client.get("/")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
     db.session.rollback()
@@ -104,9 +106,10 @@ def test_a_session_ends_at_its_absolute_lifetime_however_active(app, login_as, d
     client = login_as("qa")
     assert client.get("/").status_code == 200
     assert "session" not in client.get("/").headers.get("Set-Cookie", "")  # not re-sent each request
-    record = db.session.scalar(select(UserSession))
-    record.created_at = record.created_at - app.config["PERMANENT_SESSION_LIFETIME"] - dt.timedelta(minutes=1)
-    db.session.commit()
+    with write_transaction(db.session):
+        record = db.session.scalar(select(UserSession))
+        record.created_at = record.created_at - app.config["PERMANENT_SESSION_LIFETIME"] - dt.timedelta(minutes=1)
+        db.session.commit()
     response = client.get("/")  # active a moment ago: not idle, but signed in too long ago
     assert response.status_code == 302 and "/login" in response.headers["Location"]
     db.session.rollback()
