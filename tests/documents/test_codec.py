@@ -132,3 +132,78 @@ def test_the_key_file_can_come_from_the_environment(tmp_path, monkeypatch):
     codec._keyrings.clear()
     assert codec.app_keyring(tmp_path / "unused").key_id == key_id_of(key.public_key())
     codec._keyrings.clear()
+
+
+# ------------------------------------------------------------------ remembered verdicts
+
+def _counting(keyring, monkeypatch) -> list:
+    """The payloads the keyring really checks (its signature verification), in order."""
+    checked = []
+    real = keyring._verify
+
+    def spy(payload):
+        checked.append(payload)
+        return real(payload)
+
+    monkeypatch.setattr(keyring, "_verify", spy)
+    return checked
+
+
+def test_a_payload_found_valid_is_not_verified_again(monkeypatch):
+    keyring = Keyring(Ed25519PrivateKey.generate())
+    checked = _counting(keyring, monkeypatch)
+    payload = keyring.encode("vial", "W000026000001001")
+    first, second = keyring.verify(payload), keyring.verify(payload)
+    assert first == second and second.valid
+    assert checked == [payload]
+
+
+def test_invalid_payloads_are_checked_every_time_and_never_remembered(keyring, monkeypatch):
+    fresh = Keyring(public_keys=[keyring.private_key.public_key()])
+    checked = _counting(fresh, monkeypatch)
+    good = keyring.encode("vial", "W000026000001001")
+    altered = good[:-1] + ("A" if good[-1] != "A" else "B")
+    assert fresh.verify(good).valid
+    for _ in range(3):
+        assert not fresh.verify(altered).valid
+        assert not fresh.verify(good.replace("001001", "001002")).valid
+    assert len(checked) == 1 + 6
+    assert list(fresh._verified) == [good]
+
+
+def test_a_remembered_verdict_belongs_to_its_keyring(keyring):
+    payload = keyring.encode("vial", "W000026000001001")
+    assert keyring.verify(payload).valid
+    stranger = Keyring(Ed25519PrivateKey.generate())
+    assert stranger.verify(payload).reason == "unknown signing key"
+
+
+def test_the_memory_keeps_the_most_recently_used_payloads_only(monkeypatch):
+    keyring = Keyring(Ed25519PrivateKey.generate(), verified_cache_size=3)
+    payloads = [keyring.encode("vial", f"W00002600000100{i}") for i in range(5)]
+    checked = _counting(keyring, monkeypatch)
+    for payload in payloads[:3]:
+        keyring.verify(payload)
+    keyring.verify(payloads[0])  # used again: now the most recent
+    for payload in payloads[3:]:
+        keyring.verify(payload)
+    assert list(keyring._verified) == [payloads[0], payloads[3], payloads[4]]
+    keyring.verify(payloads[1])  # forgotten: checked again
+    assert checked == payloads[:3] + payloads[3:] + [payloads[1]]
+
+
+def test_a_memory_of_size_zero_verifies_every_time(monkeypatch):
+    keyring = Keyring(Ed25519PrivateKey.generate(), verified_cache_size=0)
+    checked = _counting(keyring, monkeypatch)
+    payload = keyring.encode("box", "BX-0001")
+    assert keyring.verify(payload).valid and keyring.verify(payload).valid
+    assert checked == [payload, payload] and not keyring._verified
+
+
+def test_the_installation_keyring_is_found_again_through_an_unnormalised_instance_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("LABSYS_SIGNING_KEY_FILE", raising=False)
+    codec._keyrings.clear()
+    first = codec.app_keyring(f"{tmp_path}/./")
+    assert codec.app_keyring(f"{tmp_path}/./") is first
+    assert codec.app_keyring(tmp_path) is first
+    codec._keyrings.clear()
