@@ -83,6 +83,35 @@ def test_a_sealed_arm_moved_to_another_line_does_not_open(db, trial, pharmacist)
         open_arm(trial.id, second.sequence, first.arm_sealed)
 
 
+def test_an_opened_arm_is_remembered_per_key_and_a_bad_seal_still_fails(app, db, trial, pharmacist):
+    """Arms opened once are remembered (a dispensing check opens one each time), but only for
+    the key that opened them; a seal moved or altered after its line was opened still fails."""
+    from cryptography.fernet import Fernet
+
+    from labsys.trial import sealing
+    from labsys.trial.sealing import SealBroken, open_arm
+
+    first, second = db.session.scalars(select(AllocationEntry).order_by(AllocationEntry.sequence).limit(2)).all()
+    arm = open_arm(trial.id, first.sequence, first.arm_sealed)
+    assert arm in ("control", "msc")
+    before = sealing._opened.cache_info().hits
+    assert open_arm(trial.id, first.sequence, first.arm_sealed) == arm
+    assert sealing._opened.cache_info().hits == before + 1
+    with pytest.raises(SealBroken):
+        open_arm(trial.id, second.sequence, first.arm_sealed)  # remembered, yet bound to its line
+    altered = first.arm_sealed[:-6] + ("A" if first.arm_sealed[-6] != "A" else "B") + first.arm_sealed[-5:]
+    for _ in range(2):
+        with pytest.raises(SealBroken):
+            open_arm(trial.id, first.sequence, altered)
+    original = app.config.get("TRIAL_ALLOCATION_KEY")
+    app.config["TRIAL_ALLOCATION_KEY"] = Fernet.generate_key()
+    try:
+        with pytest.raises(SealBroken):
+            open_arm(trial.id, first.sequence, first.arm_sealed)  # another key: nothing remembered
+    finally:
+        app.config["TRIAL_ALLOCATION_KEY"] = original
+
+
 @pytest.mark.parametrize("overrides, field", [
     ({"age_years": 17}, "age"), ({"age_years": 76}, "age"),
     ({"weight_kg": Decimal("0")}, "weight"), ({"weight_kg": Decimal("400")}, "weight"),
