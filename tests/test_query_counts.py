@@ -154,3 +154,25 @@ def test_a_search_shows_the_same_page_whether_it_reads_the_matches_or_counts_the
     monkeypatch.setattr(RowPagination, "FEW", 2)
     assert pages() == read
     assert all("in all" in page for page in read)
+
+
+def test_list_pages_write_their_page_size_into_the_statement_and_bind_the_offset(app, login_as):
+    """PostgreSQL keeps a generic plan for a prepared statement only when it looks no dearer than
+    planning for the values; with the LIMIT a parameter it guesses a tenth of the table and plans
+    the list anew at every execution. The page size is written into the text (``LIMIT 25``), the
+    offset stays a parameter, so each list is one statement whatever the page."""
+    _generate(app, 300)
+    qa = login_as("qa")
+    seen = {}
+    for page in (1, 2):
+        with counting() as statements:
+            assert qa.get(f"/batches/?page={page}").status_code == 200
+        keys = [s for s in statements if "LIMIT" in s and "OFFSET" in s]
+        assert len(keys) == 1, statements
+        assert "LIMIT 25 OFFSET" in " ".join(keys[0].split()), keys[0]
+        assert "OFFSET 25" not in keys[0] and "OFFSET 0" not in keys[0]
+        seen[page] = keys[0]
+    assert seen[1] == seen[2]  # the same text for every page: one prepared statement
+    with counting() as statements:
+        assert qa.get("/batches/?page=1&per_page=50").status_code == 200
+    assert any("LIMIT 50 OFFSET" in " ".join(s.split()) for s in statements)
