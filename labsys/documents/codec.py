@@ -22,10 +22,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import functools
 import os
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -71,15 +70,22 @@ def _unb32(text: str) -> bytes:
     return base64.b32decode(text + "=" * (-len(text) % 8))
 
 
+class _Refused(Exception):
+    """An invalid verdict, raised past the keyring's memory so that it is not remembered."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
 class Keyring:
     """Public keys by key id (verification) and optionally the private key (signing)."""
 
     def __init__(self, private_key: Ed25519PrivateKey | None = None,
                  public_keys: Iterable[Ed25519PublicKey] = (), verified_cache_size: int = VERIFIED_CACHE_SIZE):
         self.private_key = private_key
-        self.verified_cache_size = verified_cache_size
-        self._verified: OrderedDict[str, Verdict] = OrderedDict()
-        self._verified_lock = threading.Lock()
+        # functools' LRU (thread-safe); a refused payload raises through it and is not kept.
+        self._remembered = functools.lru_cache(maxsize=verified_cache_size)(self._valid_only)
         self.public_keys: dict[str, Ed25519PublicKey] = {}
         for key in public_keys:
             self.public_keys[key_id_of(key)] = key
@@ -110,21 +116,17 @@ class Keyring:
 
     def verify(self, payload: object) -> Verdict:
         """Check a payload; returns a Verdict and never raises."""
-        if type(payload) is str:
-            with self._verified_lock:
-                known = self._verified.get(payload)
-                if known is not None:
-                    self._verified.move_to_end(payload)
-                    return known
         try:
-            verdict = self._verify(payload)
+            return self._remembered(payload) if type(payload) is str else self._verify(payload)
+        except _Refused as refused:
+            return refused.verdict
         except Exception as error:  # defensive: arbitrary input must never crash a scanner
             return Verdict(None, None, None, False, f"unreadable payload ({type(error).__name__})")
-        if verdict.valid and type(payload) is str and self.verified_cache_size > 0:
-            with self._verified_lock:
-                self._verified[payload] = verdict
-                if len(self._verified) > self.verified_cache_size:
-                    self._verified.popitem(last=False)
+
+    def _valid_only(self, payload: str) -> Verdict:
+        verdict = self._verify(payload)
+        if not verdict.valid:
+            raise _Refused(verdict)
         return verdict
 
     def _verify(self, payload: object) -> Verdict:
@@ -188,15 +190,21 @@ def generate_private_key_file(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def key_file_path(instance_path: str | Path | None = None) -> Path:
+def _key_file_name(instance_path: str | Path | None) -> str:
+    """The key file's path as normalised text (os.path: this runs on every scan, and pathlib's
+    objects cost ≈ 15 µs more)."""
     configured = os.environ.get("LABSYS_SIGNING_KEY_FILE")
     if configured:
-        return Path(configured)
+        return os.path.normpath(configured)
     if instance_path is None:
         from flask import current_app
 
         instance_path = current_app.instance_path
-    return Path(instance_path) / "signing_key.pem"
+    return os.path.normpath(os.path.join(instance_path, "signing_key.pem"))
+
+
+def key_file_path(instance_path: str | Path | None = None) -> Path:
+    return Path(_key_file_name(instance_path))
 
 
 _keyrings: dict[str, Keyring] = {}
@@ -206,21 +214,11 @@ def app_keyring(instance_path: str | Path | None = None) -> Keyring:
     """The installation's keyring: the private key from LABSYS_SIGNING_KEY_FILE, or one generated
     once into instance/signing_key.pem; plus any extra public keys (retired keys still on labels)
     in ``public_keys/*.pem`` beside it."""
-    # The cache key is built with os.path (this runs on every scan; pathlib costs ≈ 15 µs more).
-    configured = os.environ.get("LABSYS_SIGNING_KEY_FILE")
-    if not configured and instance_path is None:
-        from flask import current_app
-
-        instance_path = current_app.instance_path
-    fast_key = configured or os.path.join(instance_path, "signing_key.pem")  # type: ignore[arg-type]
-    cached = _keyrings.get(fast_key)
+    name = _key_file_name(instance_path)
+    cached = _keyrings.get(name)
     if cached is not None:
         return cached
-    path = key_file_path(instance_path)
-    cached = _keyrings.get(str(path))
-    if cached is not None:
-        _keyrings[fast_key] = cached
-        return cached
+    path = Path(name)
     if path.exists():
         private_key = load_private_key(path)
     else:
@@ -230,7 +228,7 @@ def app_keyring(instance_path: str | Path | None = None) -> Keyring:
             private_key = load_private_key(path)
     extra = [load_public_key(p.read_bytes()) for p in sorted((path.parent / "public_keys").glob("*.pem"))]
     keyring = Keyring(private_key, extra)
-    _keyrings[str(path)] = _keyrings[fast_key] = keyring
+    _keyrings[name] = keyring
     return keyring
 
 

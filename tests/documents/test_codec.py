@@ -168,7 +168,8 @@ def test_invalid_payloads_are_checked_every_time_and_never_remembered(keyring, m
         assert not fresh.verify(altered).valid
         assert not fresh.verify(good.replace("001001", "001002")).valid
     assert len(checked) == 1 + 6
-    assert list(fresh._verified) == [good]
+    assert fresh._remembered.cache_info().currsize == 1
+    assert fresh.verify(good).valid and len(checked) == 1 + 6  # the one kept is the valid one
 
 
 def test_a_remembered_verdict_belongs_to_its_keyring(keyring):
@@ -187,7 +188,9 @@ def test_the_memory_keeps_the_most_recently_used_payloads_only(monkeypatch):
     keyring.verify(payloads[0])  # used again: now the most recent
     for payload in payloads[3:]:
         keyring.verify(payload)
-    assert list(keyring._verified) == [payloads[0], payloads[3], payloads[4]]
+    assert keyring._remembered.cache_info().currsize == 3
+    for payload in (payloads[0], payloads[3], payloads[4]):  # the three kept: not checked again
+        keyring.verify(payload)
     keyring.verify(payloads[1])  # forgotten: checked again
     assert checked == payloads[:3] + payloads[3:] + [payloads[1]]
 
@@ -197,7 +200,7 @@ def test_a_memory_of_size_zero_verifies_every_time(monkeypatch):
     checked = _counting(keyring, monkeypatch)
     payload = keyring.encode("box", "BX-0001")
     assert keyring.verify(payload).valid and keyring.verify(payload).valid
-    assert checked == [payload, payload] and not keyring._verified
+    assert checked == [payload, payload] and keyring._remembered.cache_info().currsize == 0
 
 
 def test_the_installation_keyring_is_found_again_through_an_unnormalised_instance_path(tmp_path, monkeypatch):
