@@ -323,3 +323,26 @@ def test_the_fill_is_verified_from_the_batch_page(db, lab, login_as):
         "sign_password": DEMO_PASSWORD})
     assert response.status_code == 302
     assert 'id="unverified-alert"' not in technician.get(f"/batches/{batch.id}").get_data(as_text=True)
+
+
+def test_the_batch_list_search_finds_lots_by_identifier_or_donor_code_once_each(db, lab, login_as):
+    """A term matches a donation identifier from its start or inside it, or a donor code anywhere
+    and in any case; a lot that matches both ways is listed once; LIKE's wildcards in a term are
+    taken literally; the status filter still narrows a search."""
+    first, second, third = lab.batch("D-001"), lab.batch("MX-204"), lab.batch("D-1_2")
+    lots = {"first": first.identifier, "second": second.identifier, "third": third.identifier}
+    client = login_as("technician")
+
+    def found(term: str, status: str = "") -> set[str]:
+        page = client.get("/batches/", query_string={"q": term, "status": status}).get_data(as_text=True)
+        names = {name for name, identifier in lots.items() if identifier in page}
+        assert (f"{len(names)} in all" in page) if names else ("No batches match." in page)
+        return names
+
+    assert found(first.identifier) == {"first"}
+    assert found(second.identifier[-7:]) == {"second"}
+    assert found("mx-2") == {"second"}
+    assert found("d-1_") == {"third"}
+    assert found("-_0") == set()  # '_' is a character here, not "any character" ("D-001" has "-00")
+    assert found("0") == {"first", "second", "third"}  # every identifier, and two donor codes
+    assert found("0", status="released") == set()
