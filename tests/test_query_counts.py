@@ -8,6 +8,7 @@ import contextlib
 
 from sqlalchemy import event, select
 
+from labsys.audit.models import AuditEntry
 from labsys.auth.services import create_api_token, find_user
 from labsys.batches.models import Batch, Vial
 from labsys.chain_of_custody.services import patient_payload, vial_payload

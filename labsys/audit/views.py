@@ -31,9 +31,8 @@ _SHOWN = (AuditEntry.seq, AuditEntry.recorded_at, AuditEntry.actor_name, AuditEn
 
 
 def _filtered_query(for_page: bool = False):
-    """The entries the filters select. ``for_page``: the same entries' shown columns, phrased so
-    that the newest page is read along the sequence index (an action prefix as a range would make
-    the database read every entry of that action and sort them)."""
+    """The entries the filters select. ``for_page``: the same entries' shown columns, with an
+    action prefix phrased for the engine's planner (``_page_action_condition``)."""
     query = select(*_SHOWN) if for_page else select(AuditEntry)
     filters = {k: request.args.get(k, "").strip() for k in ("entity", "entity_id", "user", "action", "from", "to")}
     errors = []
@@ -47,10 +46,7 @@ def _filtered_query(for_page: bool = False):
         # Actions are lower-case dotted names: "starts with" as a range on the action index
         # (a case-insensitive LIKE would read every entry of the chain).
         prefix = filters["action"].lower()
-        if for_page:
-            query = query.where(func.substr(AuditEntry.action, 1, len(prefix)) == prefix)
-        else:
-            query = query.where(starts_with(AuditEntry.action, prefix))
+        query = query.where(_page_action_condition(prefix) if for_page else starts_with(AuditEntry.action, prefix))
     for key in ("from", "to"):
         if filters[key]:
             try:
@@ -61,6 +57,21 @@ def _filtered_query(for_page: bool = False):
             start, end = lab_day_bounds(day)
             query = query.where(AuditEntry.recorded_at >= start if key == "from" else AuditEntry.recorded_at < end)
     return query, filters, errors
+
+
+def _page_action_condition(prefix: str):
+    """An action prefix for the page's rows. PostgreSQL gets the range on the action index: its
+    statistics know each action's share of the chain, so it walks the sequence index backwards
+    for a common prefix (``lot.``: a fifth of the entries) and reads a rare one's entries by the
+    action index and sorts them (``potency.run.``: 3,000 of a million, 370 → 84 ms cold). As
+    ``substr(action, …) = prefix`` it guessed 0.5 % of the chain for any prefix and ran the
+    common ones as a parallel scan (two background workers started for 25 rows: 11.6 → 0.9 ms
+    for ``lot.``). SQLite has no such statistics and would take the range on the action index for
+    every prefix, reading all ``lot.`` entries and sorting them; there the expression keeps the
+    page on the sequence index."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return func.substr(AuditEntry.action, 1, len(prefix)) == prefix
+    return starts_with(AuditEntry.action, prefix)
 
 
 def _counted(entity: str, action: str):
