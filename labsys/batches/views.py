@@ -64,12 +64,12 @@ def batch_term_helpers():
 
 def panel_context() -> dict:
     return {
-        "in_process": db.session.scalar(select(func.count(Batch.id)).where(Batch.status == BatchStatus.IN_PROCESS)),
-        "quarantine": db.session.scalar(select(func.count(Batch.id)).where(Batch.status == BatchStatus.QUARANTINE)),
-        "unverified": db.session.scalar(select(func.count(Passage.id)).where(Passage.verified_by_id.is_(None))),
-        "open_deviations": db.session.scalar(select(func.count(Deviation.id)).where(
+        "in_process": db.session.scalar(select(func.count()).select_from(Batch).where(Batch.status == BatchStatus.IN_PROCESS)),
+        "quarantine": db.session.scalar(select(func.count()).select_from(Batch).where(Batch.status == BatchStatus.QUARANTINE)),
+        "unverified": db.session.scalar(select(func.count()).select_from(Passage).where(Passage.verified_by_id.is_(None))),
+        "open_deviations": db.session.scalar(select(func.count()).select_from(Deviation).where(
             Deviation.status == DeviationStatus.OPEN)),
-        "pending_donors": db.session.scalar(select(func.count(Donor.id)).where(Donor.eligibility == Eligibility.PENDING)),
+        "pending_donors": db.session.scalar(select(func.count()).select_from(Donor).where(Donor.eligibility == Eligibility.PENDING)),
     }
 
 
@@ -94,7 +94,7 @@ def _page(query):
 
 
 # ---------------------------------------------------------------- batches list
-_OPEN_DEVIATIONS = select(func.count(Deviation.id)).where(Deviation.status == DeviationStatus.OPEN)
+_OPEN_DEVIATIONS = select(func.count()).select_from(Deviation).where(Deviation.status == DeviationStatus.OPEN)
 
 @bp.route("/")
 @allow(*STAFF)
@@ -105,7 +105,7 @@ def index():
     # its vial count by a correlated look-up on an indexed column, for the page's 25 lots only.
     max_passage = (select(func.max(Passage.passage_number)).where(Passage.batch_id == Batch.id)
                    .correlate(Batch).scalar_subquery())
-    vial_count = select(func.count(Vial.id)).where(Vial.batch_id == Batch.id).correlate(Batch).scalar_subquery()
+    vial_count = select(func.count()).select_from(Vial).where(Vial.batch_id == Batch.id).correlate(Batch).scalar_subquery()
     rows = (select(Batch.id, Batch.identifier, Batch.check_character, Batch.started_at, Batch.status,
                    Donor.code.label("donor_code"), max_passage.label("max_passage"), vial_count.label("vials"))
             .join(Cord, Batch.cord_id == Cord.id).join(Donor, Cord.donor_id == Donor.id)
@@ -129,7 +129,7 @@ def index():
     if status in {s.value for s in BatchStatus}:
         conditions.append(Batch.status == BatchStatus(status))
     page = page_of_rows(select(Batch.id).where(*conditions).order_by(Batch.started_at.desc(), Batch.id.desc()),
-                        lambda chosen: rows.where(Batch.id.in_(chosen)), select(func.count(Batch.id)).where(*conditions),
+                        lambda chosen: rows.where(Batch.id.in_(chosen)), select(func.count()).select_from(Batch).where(*conditions),
                         few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
     open_deviations = read(_OPEN_DEVIATIONS).scalar()
     return render_template("batches/index.html", page=page, term=term, status=status, statuses=list(BatchStatus),

@@ -578,7 +578,7 @@ def record_refusal(user: User, outcome: CheckOutcome, action: str = "custody.dis
 
 def _next_number() -> str:
     year = utcnow().year
-    count = db.session.scalar(select(db.func.count(Dispensing.id))) or 0
+    count = db.session.scalar(select(db.func.count()).select_from(Dispensing)) or 0
     return f"DSP-{year}-{count + 1:05d}"
 
 

@@ -52,7 +52,7 @@ def readings_of(shipment: Shipment) -> list[TemperatureReading]:
 
 
 def _number() -> str:
-    count = db.session.scalar(select(func.count(Shipment.id))) or 0
+    count = db.session.scalar(select(func.count()).select_from(Shipment)) or 0
     return f"SHP-{utcnow().year}-{count + 1:04d}"
 
 

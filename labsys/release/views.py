@@ -52,14 +52,14 @@ def release_helpers():
 
 def queue_counts() -> dict:
     return {
-        "awaiting_review": db.session.scalar(select(func.count(Batch.id)).where(Batch.status == BatchStatus.QUARANTINE)),
+        "awaiting_review": db.session.scalar(select(func.count()).select_from(Batch).where(Batch.status == BatchStatus.QUARANTINE)),
         "awaiting_verification": len(results.results_awaiting_verification()),
-        "open_deviations": db.session.scalar(select(func.count(Deviation.id)).where(
+        "open_deviations": db.session.scalar(select(func.count()).select_from(Deviation).where(
             Deviation.status == DeviationStatus.OPEN)),
-        "pending_sterility": db.session.scalar(select(func.count(QCResult.id)).where(
+        "pending_sterility": db.session.scalar(select(func.count()).select_from(QCResult).where(
             QCResult.test_code == STERILITY_TEST_CODE, QCResult.pending.is_(True),
             QCResult.superseded_by_id.is_(None))),
-        "released_pending": db.session.scalar(select(func.count(Batch.id)).where(
+        "released_pending": db.session.scalar(select(func.count()).select_from(Batch).where(
             Batch.status == BatchStatus.RELEASED_PENDING)),
     }
 
