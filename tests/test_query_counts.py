@@ -110,6 +110,24 @@ def test_audit_trail_action_filter_is_a_prefix_match_on_lower_case_actions(app, 
     assert "donor.register" not in qa.get("/audit/?action=lot.").get_data(as_text=True)
 
 
+def test_audit_trail_pages_filtered_by_action_hold_the_newest_matching_entries_in_order(app, login_as):
+    """On both engines (a range on the action index on PostgreSQL, an expression on SQLite) page n
+    of an action filter holds the n-th 25 newest entries whose action starts with the prefix,
+    for a common prefix and a rare one."""
+    import re
+
+    _generate(app, 20)
+    qa = login_as("qa")
+    for prefix in ("lot.", "batch.passage.", "cord."):
+        expected = list(db.session.scalars(select(AuditEntry.seq).where(AuditEntry.action.startswith(prefix))
+                                           .order_by(AuditEntry.seq.desc())))
+        assert expected and (len(expected) > 25 or prefix == "cord."), prefix
+        for number in (1, 2):
+            page = qa.get(f"/audit/?action={prefix}&page={number}").get_data(as_text=True)
+            shown = [int(seq) for seq in re.findall(r"<tr>\s*<td>(\d+)</td>", page)]
+            assert shown == expected[(number - 1) * 25:number * 25], (prefix, number)
+
+
 def test_the_trail_filtered_by_type_or_action_counts_exactly_its_entries(app, login_as):
     """The filtered trail's total comes from the counters a trigger keeps per (type, action):
     they must add up to the entries themselves, for every record type and action prefix."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from labsys.auth.models import SignatureMeaning
 from labsys.auth.roles import Role, allow
@@ -15,6 +15,7 @@ from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.batches.views import STAFF, _local, _page, _refused, bp
 from labsys.i18n import gettext as _
+from labsys.listing import contains
 
 
 # ---------------------------------------------------------------- donors
@@ -25,7 +26,8 @@ def donors():
     eligibility = request.args.get("eligibility", "")
     query = select(Donor).order_by(Donor.created_at.desc(), Donor.id.desc())
     if term:
-        query = query.where(func.upper(Donor.code).like(f"%{term.upper()}%"))
+        # Codes are stored upper case (register_donor); the term's LIKE wildcards are characters.
+        query = query.where(Donor.code.like(contains(term), escape="\\"))
     if eligibility in {e.value for e in Eligibility}:
         query = query.where(Donor.eligibility == Eligibility(eligibility))
     return render_template("batches/donors.html", page=_page(query), term=term, eligibility=eligibility)

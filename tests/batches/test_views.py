@@ -346,3 +346,17 @@ def test_the_batch_list_search_finds_lots_by_identifier_or_donor_code_once_each(
     assert found("-_0") == set()  # '_' is a character here, not "any character" ("D-001" has "-00")
     assert found("0") == {"first", "second", "third"}  # every identifier, and two donor codes
     assert found("0", status="released") == set()
+
+
+def test_the_donor_list_search_matches_codes_anywhere_in_any_case_and_wildcards_literally(db, lab, login_as):
+    lab.donor("D-001"), lab.donor("MX-204"), lab.donor("D-1_2")
+    client = login_as("technician")
+
+    def found(term: str) -> set[str]:
+        page = client.get("/batches/donors", query_string={"q": term}).get_data(as_text=True)
+        return {code for code in ("D-001", "MX-204", "D-1_2") if code in page}
+
+    assert found("mx-2") == {"MX-204"}
+    assert found("d-") == {"D-001", "D-1_2"}
+    assert found("1_2") == {"D-1_2"}
+    assert found("-_0") == set()  # '_' is a character here ("D-001" has "-00")
