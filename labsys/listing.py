@@ -13,10 +13,11 @@ def search_term() -> str:
     return request.args.get("q", "").strip()[:80]
 
 
-def contains(term: str) -> str:
-    """A LIKE pattern matching ``term`` anywhere, with LIKE's wildcards taken literally."""
+def contains(column, term: str):
+    """``column`` (upper-case text) contains ``term`` in any case: a LIKE with the term's ``%``,
+    ``_`` and ``\\`` taken as characters, the escape character written with the pattern."""
     escaped = term.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return column.like(f"%{escaped}%", escape="\\")
 
 
 def starts_with(column, prefix: str):
@@ -47,9 +48,7 @@ class RowPagination(Pagination):
     keys of the page's rows, read from the filtered table alone in page order, then the shown
     columns of just those rows (joins and per-row look-ups for 25 rows, not for every row the
     offset skips). The count is a statement of its own, without the joins that only supply
-    shown columns, written as ``count(*)``: SQLite answers an unfiltered ``count(*)`` from the
-    table's b-tree without reading its rows, while ``count(id)`` reads every key (100,000 vials:
-    0.016 against 4.6 ms).
+    shown columns (``labsys.db.count_of``).
 
     ``keys``: a select of the key column of the matching rows, in page order; ``by_keys``: the
     rows (in page order) whose key is in a list or select of keys, or None when ``keys`` selects

@@ -26,8 +26,7 @@ def donors():
     eligibility = request.args.get("eligibility", "")
     query = select(Donor).order_by(Donor.created_at.desc(), Donor.id.desc())
     if term:
-        # Codes are stored upper case (register_donor); the term's LIKE wildcards are characters.
-        query = query.where(Donor.code.like(contains(term), escape="\\"))
+        query = query.where(contains(Donor.code, term))  # codes are stored upper case (register_donor)
     if eligibility in {e.value for e in Eligibility}:
         query = query.where(Donor.eligibility == Eligibility(eligibility))
     return render_template("batches/donors.html", page=_page(query), term=term, eligibility=eligibility)

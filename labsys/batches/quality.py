@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from labsys.auth.models import User
 from labsys.auth.roles import Role
@@ -11,7 +11,7 @@ from labsys.auth.signatures import SignatureCheck, sign
 from labsys.batches.common import refuse, require_role, work
 from labsys.batches.models import Batch, Cord, Deviation, DeviationStatus, Reagent
 from labsys.batches.rules import ReagentStatus
-from labsys.db import utcnow
+from labsys.db import count_of, utcnow
 from labsys.errors import RuleViolation
 from labsys.extensions import db
 from labsys.i18n import gettext as _
@@ -65,7 +65,7 @@ def usable_reagents(on: dt.date | None = None) -> list[Reagent]:
 # ---------------------------------------------------------------- deviations
 def _new_deviation(user: User, batch: Batch | None, cord: Cord | None, description: str) -> Deviation:
     year = utcnow().year
-    count = db.session.scalar(select(func.count()).select_from(Deviation).where(Deviation.number.like(f"DEV-{year}-%"))) or 0
+    count = db.session.scalar(count_of(Deviation).where(Deviation.number.like(f"DEV-{year}-%"))) or 0
     deviation = Deviation(number=f"DEV-{year}-{count + 1:04d}", batch=batch, cord=cord,
                           description=description.strip(), status=DeviationStatus.OPEN, raised_at=utcnow(),
                           raised_by_id=user.id)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from labsys.auth.roles import Role, allow
 from labsys.batches import forms, services, vials as vial_services
@@ -11,6 +11,7 @@ from labsys.batches.labels import box_label_pdf
 from labsys.batches.models import Batch, Box, Rack, Tank, Vial, vial_location
 from labsys.batches.states import VIAL_STATUS_LABELS, VIAL_TRANSITIONS, VialStatus
 from labsys.errors import RuleViolation
+from labsys.db import count_of
 from labsys.extensions import db
 from labsys.i18n import gettext as _
 from labsys.listing import page_of_rows
@@ -40,7 +41,7 @@ def vials():
     # Every vial has its lot and the place joins are outer: the keys and the count need only the
     # vials. A search inside identifiers scans them all: it reads the matching keys once.
     page = page_of_rows(select(Vial.id).where(*conditions).order_by(Vial.identifier),
-                        lambda chosen: rows.where(Vial.id.in_(chosen)), select(func.count()).select_from(Vial).where(*conditions),
+                        lambda chosen: rows.where(Vial.id.in_(chosen)), count_of(Vial).where(*conditions),
                         few=bool(term), per_page=request.args.get("per_page", 25, type=int) or 25)
     return render_template("batches/vials.html", page=page, term=term, status=status, statuses=list(VialStatus),
                            status_labels={s: str(VIAL_STATUS_LABELS[s]) for s in VialStatus},

@@ -26,7 +26,7 @@ from labsys.batches.vials import custody_events, find_vial, record_custody_event
 from labsys.chain_of_custody import rules
 from labsys.chain_of_custody.models import (TEMPERATURE_EVENTS, WITNESSED_EVENTS, AllocationStatus,
                                             CustodyAllocation, CustodyEventType, Dispensing)
-from labsys.db import read, utcnow
+from labsys.db import count_of, read, utcnow
 from labsys.documents import codec
 from labsys.errors import ConcurrentChange, Forbidden, InvalidTransition, NotFound, RuleViolation, SignatureRefused
 from labsys.extensions import db
@@ -578,7 +578,7 @@ def record_refusal(user: User, outcome: CheckOutcome, action: str = "custody.dis
 
 def _next_number() -> str:
     year = utcnow().year
-    count = db.session.scalar(select(db.func.count()).select_from(Dispensing)) or 0
+    count = db.session.scalar(count_of(Dispensing)) or 0
     return f"DSP-{year}-{count + 1:05d}"
 
 

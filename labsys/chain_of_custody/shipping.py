@@ -9,7 +9,7 @@ import io
 from decimal import Decimal, InvalidOperation
 from typing import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.auth.models import User
@@ -22,7 +22,7 @@ from labsys.batches.vials import find_vial
 from labsys.chain_of_custody.models import (CustodyEventType, Shipment, ShipmentStatus, ShipmentVial,
                                             TemperatureReading)
 from labsys.chain_of_custody.services import custody_event, require_role, scan_vial
-from labsys.db import utcnow
+from labsys.db import count_of, utcnow
 from labsys.errors import ConcurrentChange, InvalidTransition, NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.i18n import gettext as _
@@ -52,7 +52,7 @@ def readings_of(shipment: Shipment) -> list[TemperatureReading]:
 
 
 def _number() -> str:
-    count = db.session.scalar(select(func.count()).select_from(Shipment)) or 0
+    count = db.session.scalar(count_of(Shipment)) or 0
     return f"SHP-{utcnow().year}-{count + 1:04d}"
 
 

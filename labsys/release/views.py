@@ -16,6 +16,7 @@ from labsys.batches.models import Batch, Deviation, DeviationStatus
 from labsys.batches.services import deviations_of
 from labsys.batches.states import BATCH_STATUS_LABELS, VIAL_STATUS_LABELS, BatchStatus, VialStatus
 from labsys.errors import RuleViolation
+from labsys.db import count_of
 from labsys.extensions import db
 from labsys.i18n import gettext as _
 from labsys.listing import contains, page_of, search_term
@@ -52,14 +53,14 @@ def release_helpers():
 
 def queue_counts() -> dict:
     return {
-        "awaiting_review": db.session.scalar(select(func.count()).select_from(Batch).where(Batch.status == BatchStatus.QUARANTINE)),
+        "awaiting_review": db.session.scalar(count_of(Batch).where(Batch.status == BatchStatus.QUARANTINE)),
         "awaiting_verification": len(results.results_awaiting_verification()),
-        "open_deviations": db.session.scalar(select(func.count()).select_from(Deviation).where(
+        "open_deviations": db.session.scalar(count_of(Deviation).where(
             Deviation.status == DeviationStatus.OPEN)),
-        "pending_sterility": db.session.scalar(select(func.count()).select_from(QCResult).where(
+        "pending_sterility": db.session.scalar(count_of(QCResult).where(
             QCResult.test_code == STERILITY_TEST_CODE, QCResult.pending.is_(True),
             QCResult.superseded_by_id.is_(None))),
-        "released_pending": db.session.scalar(select(func.count()).select_from(Batch).where(
+        "released_pending": db.session.scalar(count_of(Batch).where(
             Batch.status == BatchStatus.RELEASED_PENDING)),
     }
 
@@ -166,7 +167,7 @@ def results_index():
     term = search_term()
     query = select(Batch).where(Batch.status.in_(results.OPEN_FOR_RESULTS)).order_by(Batch.identifier)
     if term:
-        query = query.where(func.upper(Batch.identifier).like(contains(term), escape="\\"))
+        query = query.where(contains(func.upper(Batch.identifier), term))
     page = page_of(query)
     unverified = results.results_awaiting_verification()
     batch_ids = {r.batch_id for r in unverified}

@@ -121,10 +121,9 @@ def patients():
     term = search_term()
     query = select(Patient).where(Patient.trial_id == trial.id).order_by(Patient.enrolled_at, Patient.id)
     if term:
-        pattern = contains(term)
-        query = query.where(or_(func.upper(Patient.screening_number).like(pattern, escape="\\"),
-                                func.upper(Patient.study_id).like(pattern, escape="\\"),
-                                func.upper(Patient.kit_number).like(pattern, escape="\\")))
+        query = query.where(or_(contains(func.upper(Patient.screening_number), term),
+                                contains(func.upper(Patient.study_id), term),
+                                contains(func.upper(Patient.kit_number), term)))
     return render_template("trial/patients.html", trial=trial, page=page_of(query), term=term)
 
 
@@ -308,9 +307,8 @@ def order_list():
     term = search_term()
     query = select(InfusionOrder).join(InfusionOrder.patient).order_by(InfusionOrder.id.desc())
     if term:
-        pattern = contains(term)
-        query = query.where(or_(func.upper(Patient.study_id).like(pattern, escape="\\"),
-                                func.upper(Patient.screening_number).like(pattern, escape="\\")))
+        query = query.where(or_(contains(func.upper(Patient.study_id), term),
+                                contains(func.upper(Patient.screening_number), term)))
     return render_template("trial/orders.html", open_orders=orders.open_orders(), page=page_of(query), term=term)
 
 
