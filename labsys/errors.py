@@ -80,15 +80,21 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+# The only bodies Werkzeug parses into ``request.form`` and ``request.files``; for any other type
+# both are empty, and asking for them still sets up a parser (≈ 2 % of a dispensing check's time).
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 def refuse_nul_characters() -> None:
     """No field of labsys accepts a NUL character (no keyboard types one, and PostgreSQL cannot
     store one in text: it would fail the request with a 500). Refused at the door with 400, for
     the address, the query, form fields, file names and JSON bodies alike."""
     values: list[object] = [request.path, list(request.args.items(multi=True))]
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        values.append(list(request.form.items(multi=True)))
-        values.append([f.filename for f in request.files.values()])
-        if request.is_json:
+        if request.mimetype in _FORM_TYPES:
+            values.append(list(request.form.items(multi=True)))
+            values.append([f.filename for f in request.files.values()])
+        elif request.is_json:
             values.append(request.get_json(silent=True))
     if any(_holds_nul(v) for v in values):
         raise MalformedInput(_("The request contains a NUL character, which no field accepts."),

@@ -239,6 +239,9 @@ def test_a_nul_character_is_refused_with_400_everywhere_and_nothing_is_written(a
     responses = [
         technician.http.post("/batches/cords/1/deviations/new", data={"csrf_token": token, "description": "a\x00b"}),
         technician.http.post("/batches/cords/1/deviations/new", data={"csrf_token": token, "descr\x00iption": "x"}),
+        # The form's type with its parameters, in capitals: still read as a form.
+        technician.http.post("/batches/cords/1/deviations/new", data=f"csrf_token={token}&description=a%00b",
+                             content_type="Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
         technician.get("/potency/?q=LOT%00A"),
         investigator.get("/api/trial/patients/P-001%00"),
         technician.http.post("/api/v1/scan", json={"payload": "LS1\x00"}, headers={"Authorization": f"Bearer {secret}"}),
@@ -249,5 +252,5 @@ def test_a_nul_character_is_refused_with_400_everywhere_and_nothing_is_written(a
         assert response.status_code == 400, (response.request.path, response.status_code)
         body = response.get_data(as_text=True)
         assert "NUL character" in body, body[:300]
-    assert responses[4].get_json()["error"] == "MalformedInput"
+    assert responses[5].get_json()["error"] == "MalformedInput"
     assert regulated_writes(before, stored_counts(), audit_since) == {}
