@@ -19,9 +19,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import joinedload
 
 from labsys.audit.services import Actor, record_event, unit_of_work
-from labsys.auth.models import ApiToken, User, UserRole, UserSession
+from labsys.auth.models import ApiCaller, ApiToken, User, UserRole, UserSession
 from labsys.auth.roles import Role
-from labsys.db import utcnow, write_transaction
+from labsys.db import read, utcnow, write_transaction
 from labsys.errors import NotFound, RuleViolation
 from labsys.extensions import db
 from labsys.i18n import gettext as _
@@ -282,8 +282,12 @@ SEEN_WRITE_INTERVAL = dt.timedelta(seconds=30)
 # its user and the user's roles), built once per process.
 _SESSION_WITH_USER = (select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
                       .options(joinedload(UserSession.user).joinedload(User.roles)))
-_TOKEN_WITH_USER = (select(ApiToken).where(ApiToken.token_hash == bindparam("token_hash"))
-                    .options(joinedload(ApiToken.user).joinedload(User.roles)))
+# The token, its user and each of the user's roles, as plain columns (one row per role).
+_TOKEN_CALLER = (select(ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at, User.id, User.username,
+                        User.full_name, User.locale, User.active, User.locked_at, User.must_change_password,
+                        User.password_changed_at, UserRole.role, UserRole.revoked_at)
+                 .join(User, User.id == ApiToken.user_id).outerjoin(UserRole, UserRole.user_id == User.id)
+                 .where(ApiToken.token_hash == bindparam("token_hash")))
 
 
 def load_session_user(token: str) -> User | None:
@@ -347,21 +351,25 @@ def tokens_of(user: User) -> list[ApiToken]:
                                    .order_by(ApiToken.created_at.desc())))
 
 
-def load_token_user(secret: str) -> User | None:
-    """The active user behind a live API token, or None."""
+def load_token_user(secret: str) -> ApiCaller | None:
+    """The active user behind a live API token (as an ApiCaller), or None: the same checks as
+    ever (token revoked, user inactive, locked or due a password change), on every call."""
     if not secret.startswith(API_TOKEN_PREFIX):
         return None
-    token = db.session.execute(_TOKEN_WITH_USER, {"token_hash": _token_hash(secret)}).unique().scalar_one_or_none()
-    if token is None or token.revoked_at is not None:
+    rows = read(_TOKEN_CALLER, {"token_hash": _token_hash(secret)}).all()
+    if not rows:
         return None
-    user = token.user
-    if not user.active or user.is_locked or password_change_due(user):
+    (token_id, revoked_at, last_used_at, user_id, username, full_name, locale, active, locked_at,
+     must_change_password, password_changed_at) = rows[0][:11]
+    if revoked_at is not None or not active or locked_at is not None:
+        return None
+    roles = frozenset(Role(role) for *_, role, role_revoked_at in rows if role is not None and role_revoked_at is None)
+    caller = ApiCaller(user_id, username, full_name, locale, roles, must_change_password, password_changed_at)
+    if password_change_due(caller):
         return None
     now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > SEEN_WRITE_INTERVAL:
+    if last_used_at is None or now - last_used_at > SEEN_WRITE_INTERVAL:
         with write_transaction(db.session):
-            db.session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+            db.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
             db.session.commit()
-        user = db.session.get(User, token.user_id)
-    user.session_token = None
-    return user
+    return caller
