@@ -23,10 +23,13 @@ def enum_column(enum_class: type[enum.Enum], name: str) -> Enum:
                 validate_strings=True)
 
 
-class RoleHolder:
-    """``has_role`` and ``can`` from the holder's ``role_set`` (a user record or an API caller)."""
+class Principal:
+    """What a user record and an API caller share: roles, permissions and standing, from
+    ``role_set``, ``active`` and ``locked_at``."""
 
     role_set: frozenset[Role]
+    active: bool
+    locked_at: dt.datetime | None
 
     def has_role(self, *roles: Role | str) -> bool:
         return bool(self.role_set & {Role(r) for r in roles})
@@ -34,8 +37,17 @@ class RoleHolder:
     def can(self, permission: Permission) -> bool:
         return any(permission in ROLE_PERMISSIONS[role] for role in self.role_set)
 
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_at is not None
 
-class User(RoleHolder, Audited, UserMixin, db.Model):
+    @property
+    def may_act(self) -> bool:
+        """Active and not locked: may sign in, use a token, sign or witness."""
+        return self.active and not self.is_locked
+
+
+class User(Principal, Audited, UserMixin, db.Model):
     """A person with a unique, never reassigned user ID (21 CFR 11.100). Never deleted."""
 
     __tablename__ = "users"
@@ -70,41 +82,30 @@ class User(RoleHolder, Audited, UserMixin, db.Model):
     def role_set(self) -> frozenset[Role]:  # type: ignore[override]
         return frozenset(r.role for r in self.roles if r.revoked_at is None)
 
-    @property
-    def is_locked(self) -> bool:
-        return self.locked_at is not None
-
     def __repr__(self) -> str:
         return f"<User {self.username}>"
 
 
 @dataclass(frozen=True, eq=False)
-class ApiCaller(RoleHolder, UserMixin):
+class ApiCaller(Principal, UserMixin):
     """The user an API token speaks for, as the plain values read with the token, not a User
     record: ``current_user`` of a call with ``Authorization: Bearer``. Tokens open only /api/
     routes, and those only read (scan, dispensing check, patient and run look-ups); loading the
     token, its user and the roles as three ORM entities cost every call ≈ 0.4 ms on PostgreSQL,
-    a sixth of a scan. Built only for an active, unlocked user whose token is live; ``record()``
-    is the User itself, for code that needs the record."""
+    a sixth of a scan."""
 
     id: int
     username: str
     full_name: str
     locale: str
     role_set: frozenset[Role]
+    active: bool
+    locked_at: dt.datetime | None
     must_change_password: bool
     password_changed_at: dt.datetime | None
-    active: bool = True
-    locked_at: None = None
-    session_token: None = None  # like a User's in a token call: nothing goes into a session
-
-    is_locked = False
 
     def get_id(self) -> None:
-        return None
-
-    def record(self) -> User:
-        return db.session.get(User, self.id)
+        return None  # nothing of a token call goes into a session
 
     def __repr__(self) -> str:
         return f"<ApiCaller {self.username}>"

@@ -283,9 +283,10 @@ SEEN_WRITE_INTERVAL = dt.timedelta(seconds=30)
 _SESSION_WITH_USER = (select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
                       .options(joinedload(UserSession.user).joinedload(User.roles)))
 # The token, its user and each of the user's roles, as plain columns (one row per role).
-_TOKEN_CALLER = (select(ApiToken.id, ApiToken.revoked_at, ApiToken.last_used_at, User.id, User.username,
-                        User.full_name, User.locale, User.active, User.locked_at, User.must_change_password,
-                        User.password_changed_at, UserRole.role, UserRole.revoked_at)
+_TOKEN_CALLER = (select(ApiToken.id.label("token_id"), ApiToken.revoked_at.label("token_revoked_at"),
+                        ApiToken.last_used_at, User.id, User.username, User.full_name, User.locale, User.active,
+                        User.locked_at, User.must_change_password, User.password_changed_at, UserRole.role,
+                        UserRole.revoked_at.label("role_revoked_at"))
                  .join(User, User.id == ApiToken.user_id).outerjoin(UserRole, UserRole.user_id == User.id)
                  .where(ApiToken.token_hash == bindparam("token_hash")))
 
@@ -304,7 +305,7 @@ def load_session_user(token: str) -> User | None:
     if now - record.created_at > current_app.config["PERMANENT_SESSION_LIFETIME"]:
         _touch_session(record.id, ended_at=now, end_reason="maximum lifetime")
         return None
-    if not user.active or user.is_locked:
+    if not user.may_act:
         return None
     if now - record.last_seen_at > SEEN_WRITE_INTERVAL:
         _touch_session(record.id, last_seen_at=now)
@@ -357,19 +358,17 @@ def load_token_user(secret: str) -> ApiCaller | None:
     if not secret.startswith(API_TOKEN_PREFIX):
         return None
     rows = read(_TOKEN_CALLER, {"token_hash": _token_hash(secret)}).all()
-    if not rows:
+    if not rows or rows[0].token_revoked_at is not None:
         return None
-    (token_id, revoked_at, last_used_at, user_id, username, full_name, locale, active, locked_at,
-     must_change_password, password_changed_at) = rows[0][:11]
-    if revoked_at is not None or not active or locked_at is not None:
-        return None
-    roles = frozenset(Role(role) for *_, role, role_revoked_at in rows if role is not None and role_revoked_at is None)
-    caller = ApiCaller(user_id, username, full_name, locale, roles, must_change_password, password_changed_at)
-    if password_change_due(caller):
+    row = rows[0]
+    caller = ApiCaller(row.id, row.username, row.full_name, row.locale,
+                       frozenset(r.role for r in rows if r.role is not None and r.role_revoked_at is None),
+                       row.active, row.locked_at, row.must_change_password, row.password_changed_at)
+    if not caller.may_act or password_change_due(caller):
         return None
     now = utcnow()
-    if last_used_at is None or now - last_used_at > SEEN_WRITE_INTERVAL:
+    if row.last_used_at is None or now - row.last_used_at > SEEN_WRITE_INTERVAL:
         with write_transaction(db.session):
-            db.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+            db.session.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=now))
             db.session.commit()
     return caller

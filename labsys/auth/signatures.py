@@ -41,7 +41,7 @@ def authenticate_signer(current_user: User, username: str, password: str,
     if username.strip().lower() != current_user.username:
         raise SignatureRefused(_("Sign with your own user ID."),
                                [_("The user ID entered is not the signed-in user's.")])
-    if current_user.is_locked or not current_user.active:
+    if not current_user.may_act:
         raise SignatureRefused(_("This account cannot sign."))
     if not password_matches(current_user, password):
         locked = register_failure(current_user, "signature.failed")

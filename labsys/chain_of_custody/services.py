@@ -557,7 +557,7 @@ def authenticate_witness(current_user: User, username: str, password: str,
                                [_("The witness must be a different person from the one dispensing.")])
     if not witness.can(Permission.SIGN):
         raise SignatureRefused(_("The witness signature was refused."), [_("The witness's role cannot sign.")])
-    if witness.is_locked or not witness.active:
+    if not witness.may_act:
         raise SignatureRefused(_("The witness signature was refused."), [_("The witness's account cannot sign.")])
     if not password_matches(witness, password or ""):
         locked = register_failure(witness, "signature.failed")
