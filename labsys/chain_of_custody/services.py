@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Iterable, Sequence
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, or_, select
+from sqlalchemy import Select, bindparam, literal, or_, select, true
 from sqlalchemy.orm.exc import StaleDataError
 
 from labsys.audit.services import Actor, chain_head, record_event_now, unit_of_work
@@ -34,7 +34,8 @@ from labsys.i18n import gettext as _
 from labsys.release.selection import counts_as_selected, is_selected_for_trial
 from labsys.trial import rules as trial_rules
 from labsys.trial.models import InfusionOrder, OrderStatus, Patient
-from labsys.trial.services import DispensingPatient, arm_of, dispensing_patient, find_patient
+from labsys.trial.services import (DISPENSING_PATIENT_COLUMNS, DispensingPatient, arm_of, dispensing_patient,
+                                   dispensing_patient_of, dispensing_patient_statement, find_patient)
 from labsys.timefmt import lab_today
 
 KIT_PATTERN = re.compile(r"^(?P<study>[0-9A-Z][0-9A-Z-]*)-(?P<kit>K-[0-9]{6})$")
@@ -217,6 +218,38 @@ def vial_facts_many(identifiers: Iterable[str]) -> dict[str, VialFacts]:
         return {}
     facts = (_facts_of(row, False) for row in read(_vial_facts_statement(False, many=True), {"identifiers": wanted}))
     return {item.vial.identifier: item for item in facts}
+
+
+@functools.cache
+def _dispensing_scans_statement() -> Select:
+    """The wristband's patient and the scanned vials in one statement, for the dispense check
+    (one round trip instead of two; every statement costs the worker ≈ 0.2 ms of CPU on
+    PostgreSQL, a check's largest share). A one-row anchor outer-joined to both reads: one row
+    per vial found, each carrying the patient's columns (NULL when no patient holds the kit),
+    or one row with NULL vial columns when no vial is found. Columns: the patient's
+    (``trial.services.dispensing_patient_statement``), then the vial's (``_vial_facts_statement``)."""
+    patient = dispensing_patient_statement().subquery("patient")
+    vials = _vial_facts_statement(False, many=True).subquery("vials")
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    return (select(*patient.c, *vials.c).select_from(anchor)
+            .outerjoin(patient, true()).outerjoin(vials, true()))
+
+
+def dispensing_scans(kit_number: str | None,
+                     identifiers: Iterable[str]) -> tuple[DispensingPatient | None, dict[str, VialFacts]]:
+    """The patient holding the kit (None when none does, or no kit was read) and the facts of the
+    vials found, by identifier: what ``dispensing_patient`` and ``vial_facts_many`` return, read in
+    one statement when there are both to read."""
+    wanted = sorted({identifier.strip().upper() for identifier in identifiers})
+    if kit_number is None:
+        return None, vial_facts_many(wanted)
+    if not wanted:
+        return dispensing_patient(kit_number), {}
+    rows = read(_dispensing_scans_statement(), {"kit_number": kit_number.strip().upper(), "identifiers": wanted}).all()
+    patient = dispensing_patient_of(rows[0][:DISPENSING_PATIENT_COLUMNS]) if rows else None
+    facts = (_facts_of(row[DISPENSING_PATIENT_COLUMNS:], False) for row in rows
+             if row[DISPENSING_PATIENT_COLUMNS] is not None)
+    return patient, {item.vial.identifier: item for item in facts}
 
 
 def _facts_of(row, with_place: bool) -> VialFacts:
@@ -444,13 +477,31 @@ def scan_patient(payload: object) -> tuple[rules.ScannedPatient, DispensingPatie
     """The wristband scan and the patient it names (trial.services.DispensingPatient: plain
     values with the current order and the arm; ``db.session.get(Patient, found.id)`` for the
     record)."""
+    refused, match = _read_wristband(payload)
+    if refused is not None:
+        return refused, None
+    return _scanned_patient(match, dispensing_patient(match.group("kit")))
+
+
+def _read_wristband(payload: object) -> tuple[rules.ScannedPatient | None, re.Match | None]:
+    """The wristband code's study ID and kit number (a match of KIT_PATTERN), or the scan's
+    verdict when the code names no patient: a code that does not verify, a code of another
+    kind, or a patient code without a study ID and kit number."""
     verdict = codec.verify(payload)
     if not verdict.valid:
         return rules.ScannedPatient(False, verdict.reason), None
     if verdict.kind != "patient":
         return rules.ScannedPatient(False, _("this is a %(k)s code, not a wristband", k=verdict.kind)), None
     match = KIT_PATTERN.match(verdict.identifier or "")
-    patient = dispensing_patient(match.group("kit")) if match else None
+    if match is None:
+        return rules.ScannedPatient(True, found=False), None
+    return None, match
+
+
+def _scanned_patient(match: re.Match, patient: DispensingPatient | None
+                     ) -> tuple[rules.ScannedPatient, DispensingPatient | None]:
+    """The scan of a wristband whose kit number read as ``patient``: found only when the study
+    ID on the band is the patient's too."""
     if patient is None or patient.study_id != match.group("study"):
         return rules.ScannedPatient(True, found=False), None
     weight = patient.order_weight_kg if patient.order_id is not None else patient.weight_kg
@@ -521,10 +572,12 @@ def evaluate(patient_code: object, vial_codes: Sequence[object], dispenser: User
              now: dt.datetime | None = None) -> CheckOutcome:
     """Every dispensing check for these scans; writes nothing."""
     now = now or utcnow()
-    scanned_patient, patient = scan_patient(patient_code)
+    refused, wristband = _read_wristband(patient_code)
     codes = list(vial_codes)[:MAX_VIALS_PER_SCAN]
     verdicts = [codec.verify(code) for code in codes]
-    facts = vial_facts_many(v.identifier for v in verdicts if v.valid and v.kind == "vial")
+    found, facts = dispensing_scans(wristband.group("kit") if wristband else None,
+                                    (v.identifier for v in verdicts if v.valid and v.kind == "vial"))
+    scanned_patient, patient = (refused, None) if refused is not None else _scanned_patient(wristband, found)
     scanned, vials = [], []
     for code, verdict in zip(codes, verdicts):
         item, vial = _scanned_vial(code, verdict, facts.get(verdict.identifier) if verdict.valid else None)

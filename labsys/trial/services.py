@@ -432,9 +432,11 @@ class DispensingPatient:
 
 
 @functools.cache
-def _dispensing_patient_statement():
+def dispensing_patient_statement():
     """Built once per process: the patient by kit number, the trial's settings, the newest order
-    that is not cancelled (orders.active_order) and the patient's line of the allocation list."""
+    that is not cancelled (orders.active_order) and the patient's line of the allocation list.
+    ``DISPENSING_PATIENT_COLUMNS`` columns, read by ``dispensing_patient_of``; the dispense check
+    reads them in the same statement as the scanned vials (chain_of_custody.services)."""
     newest_order = (select(InfusionOrder.id).where(InfusionOrder.patient_id == Patient.id,
                                                    InfusionOrder.status != OrderStatus.CANCELLED)
                     .order_by(InfusionOrder.id.desc()).limit(1).correlate(Patient).scalar_subquery())
@@ -448,18 +450,27 @@ def _dispensing_patient_statement():
             .where(Patient.kit_number == bindparam("kit_number")))
 
 
-def dispensing_patient(kit_number: str) -> DispensingPatient | None:
-    """The randomized patient holding this kit number (for dispensing scans), or None."""
-    row = read(_dispensing_patient_statement(), {"kit_number": kit_number.strip().upper()}).first()
-    if row is None:
-        return None
+DISPENSING_PATIENT_COLUMNS = 15
+
+
+def dispensing_patient_of(row) -> DispensingPatient | None:
+    """The patient of a row of ``dispensing_patient_statement``'s columns (None when they are
+    NULL: no patient holds the kit)."""
     (patient_id, trial_id, study_id, kit, randomized_at, weight, dose, tolerance, max_cells, endotoxin, order_id,
      order_status, order_weight, sequence, sealed) = row
+    if patient_id is None:
+        return None
     randomized = randomized_at is not None
     arm = open_arm(trial_id, sequence, sealed) if randomized and sealed is not None else None
     return DispensingPatient(patient_id, trial_id, study_id, kit, randomized, weight, arm, dose, tolerance, max_cells,
                              endotoxin, order_id, None if order_status is None else OrderStatus(order_status),
                              order_weight)
+
+
+def dispensing_patient(kit_number: str) -> DispensingPatient | None:
+    """The randomized patient holding this kit number (for dispensing scans), or None."""
+    row = read(dispensing_patient_statement(), {"kit_number": kit_number.strip().upper()}).first()
+    return None if row is None else dispensing_patient_of(row)
 
 
 def arm_of(patient: Patient) -> str | None:
