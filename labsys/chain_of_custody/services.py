@@ -34,8 +34,8 @@ from labsys.i18n import gettext as _
 from labsys.release.selection import counts_as_selected, is_selected_for_trial
 from labsys.trial import rules as trial_rules
 from labsys.trial.models import InfusionOrder, OrderStatus, Patient
-from labsys.trial.services import (DISPENSING_PATIENT_COLUMNS, DispensingPatient, arm_of, dispensing_patient,
-                                   dispensing_patient_of, dispensing_patient_statement, find_patient)
+from labsys.trial.services import (DispensingPatient, arm_of, dispensing_patient, dispensing_patient_of,
+                                   dispensing_patient_statement, find_patient)
 from labsys.timefmt import lab_today
 
 KIT_PATTERN = re.compile(r"^(?P<study>[0-9A-Z][0-9A-Z-]*)-(?P<kit>K-[0-9]{6})$")
@@ -211,44 +211,36 @@ def vial_facts(identifier: str, with_place: bool = False) -> VialFacts | None:
     return None if row is None else _facts_of(row, with_place)
 
 
-def vial_facts_many(identifiers: Iterable[str]) -> dict[str, VialFacts]:
-    """The facts of several vials in one statement, by identifier (those found)."""
-    wanted = sorted({identifier.strip().upper() for identifier in identifiers})
-    if not wanted:
-        return {}
-    facts = (_facts_of(row, False) for row in read(_vial_facts_statement(False, many=True), {"identifiers": wanted}))
-    return {item.vial.identifier: item for item in facts}
-
-
 @functools.cache
-def _dispensing_scans_statement() -> Select:
+def _dispensing_scans_statement() -> tuple[Select, int]:
     """The wristband's patient and the scanned vials in one statement, for the dispense check
     (one round trip instead of two; every statement costs the worker ≈ 0.2 ms of CPU on
     PostgreSQL, a check's largest share). A one-row anchor outer-joined to both reads: one row
     per vial found, each carrying the patient's columns (NULL when no patient holds the kit),
-    or one row with NULL vial columns when no vial is found. Columns: the patient's
-    (``trial.services.dispensing_patient_statement``), then the vial's (``_vial_facts_statement``)."""
+    or one row with NULL vial columns when no vial is found. Returned with the number of the
+    patient's columns (``trial.services.dispensing_patient_statement``); the vial's
+    (``_vial_facts_statement``) follow them."""
     patient = dispensing_patient_statement().subquery("patient")
     vials = _vial_facts_statement(False, many=True).subquery("vials")
     anchor = select(literal(1).label("one")).subquery("anchor")
-    return (select(*patient.c, *vials.c).select_from(anchor)
-            .outerjoin(patient, true()).outerjoin(vials, true()))
+    statement = (select(*patient.c, *vials.c).select_from(anchor)
+                 .outerjoin(patient, true()).outerjoin(vials, true()))
+    return statement, len(patient.c)
 
 
 def dispensing_scans(kit_number: str | None,
                      identifiers: Iterable[str]) -> tuple[DispensingPatient | None, dict[str, VialFacts]]:
     """The patient holding the kit (None when none does, or no kit was read) and the facts of the
-    vials found, by identifier: what ``dispensing_patient`` and ``vial_facts_many`` return, read in
-    one statement when there are both to read."""
+    vials found, by identifier, in one statement: what ``dispensing_patient`` and ``vial_facts``
+    answer for each."""
     wanted = sorted({identifier.strip().upper() for identifier in identifiers})
-    if kit_number is None:
-        return None, vial_facts_many(wanted)
-    if not wanted:
-        return dispensing_patient(kit_number), {}
-    rows = read(_dispensing_scans_statement(), {"kit_number": kit_number.strip().upper(), "identifiers": wanted}).all()
-    patient = dispensing_patient_of(rows[0][:DISPENSING_PATIENT_COLUMNS]) if rows else None
-    facts = (_facts_of(row[DISPENSING_PATIENT_COLUMNS:], False) for row in rows
-             if row[DISPENSING_PATIENT_COLUMNS] is not None)
+    if kit_number is None and not wanted:
+        return None, {}
+    statement, split = _dispensing_scans_statement()
+    kit = kit_number.strip().upper() if kit_number is not None else None
+    rows = read(statement, {"kit_number": kit, "identifiers": wanted}).all()
+    patient = dispensing_patient_of(rows[0][:split]) if rows else None
+    facts = (_facts_of(row[split:], False) for row in rows if row[split] is not None)
     return patient, {item.vial.identifier: item for item in facts}
 
 

@@ -435,8 +435,8 @@ class DispensingPatient:
 def dispensing_patient_statement():
     """Built once per process: the patient by kit number, the trial's settings, the newest order
     that is not cancelled (orders.active_order) and the patient's line of the allocation list.
-    ``DISPENSING_PATIENT_COLUMNS`` columns, read by ``dispensing_patient_of``; the dispense check
-    reads them in the same statement as the scanned vials (chain_of_custody.services)."""
+    Its rows are read by ``dispensing_patient_of``; the dispense check reads them in the same
+    statement as the scanned vials (chain_of_custody.services.dispensing_scans)."""
     newest_order = (select(InfusionOrder.id).where(InfusionOrder.patient_id == Patient.id,
                                                    InfusionOrder.status != OrderStatus.CANCELLED)
                     .order_by(InfusionOrder.id.desc()).limit(1).correlate(Patient).scalar_subquery())
@@ -448,9 +448,6 @@ def dispensing_patient_statement():
             .outerjoin(InfusionOrder, InfusionOrder.id == newest_order)
             .outerjoin(AllocationEntry, AllocationEntry.used_by_patient_id == Patient.id)
             .where(Patient.kit_number == bindparam("kit_number")))
-
-
-DISPENSING_PATIENT_COLUMNS = 15
 
 
 def dispensing_patient_of(row) -> DispensingPatient | None:

@@ -57,8 +57,8 @@ def test_the_proposal_takes_released_selected_lots_first_expiry_first_with_the_f
 def test_the_check_reads_patient_and_vials_in_one_statement_as_the_two_reads_would(users, released_lot,
                                                                                   patient_in_arm):
     """dispensing_scans (one statement for the dispense check) answers what dispensing_patient and
-    vial_facts_many answer apart: patient found or not, every vial, some or none found, and a vial
-    named twice or in lower case."""
+    vial_facts (a scan's read of one vial) answer apart: patient found or not, no kit read, every
+    vial, some or none found, and a vial named twice or in lower case."""
     from labsys.trial.services import dispensing_patient
 
     lot, patient, order, vials = _ready(users, released_lot, patient_in_arm)
@@ -68,11 +68,13 @@ def test_the_check_reads_patient_and_vials_in_one_statement_as_the_two_reads_wou
     unknown = "W0000-99-999999-99"
     cases = [(patient.kit_number, thawed), (patient.kit_number, thawed[:1] + available + [unknown]),
              (patient.kit_number, [unknown]), (patient.kit_number, []), ("K-999999", thawed[:2]),
-             ("K-999999", [unknown]), (None, available), (patient.kit_number, [thawed[0].lower(), thawed[0]])]
+             ("K-999999", [unknown]), (None, available), (None, []),
+             (patient.kit_number, [thawed[0].lower(), thawed[0]])]
     for kit, identifiers in cases:
         found, facts = services.dispensing_scans(kit, identifiers)
         assert found == (dispensing_patient(kit) if kit else None), (kit, identifiers)
-        assert facts == services.vial_facts_many(identifiers), (kit, identifiers)
+        apart = {identifier: services.vial_facts(identifier) for identifier in identifiers}
+        assert facts == {i.upper(): f for i, f in apart.items() if f is not None}, (kit, identifiers)
     found, facts = services.dispensing_scans(patient.kit_number, thawed[:1] + available + [unknown])
     assert found.id == patient.id and found.order_id == order.id and found.arm == trial_rules.ARM_MSC
     assert set(facts) == {thawed[0], *available}
